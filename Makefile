@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine (Python 3 and make): `make demo` and `make test`.
+# Each first brings .venv up to date with uv.lock (a no-op when nothing changed).
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+KIT := .venv/bin/kit
+WORKDIR ?= demo
+
+.PHONY: env demo test browser lock clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install -q uv==$(UV_VERSION)
+
+# uv sync checks the environment against uv.lock itself; --locked refuses a stale lock.
+env: $(UV)
+	$(UV) sync --locked --extra test --quiet
+
+demo: env
+	MKL_SERVICE_FORCE_INTEL=1 $(KIT) demo --workdir $(WORKDIR)
+
+# Chromium from Debian drives the Streamlit page test (Playwright cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: sudo apt-get install chromium (browser tests will be skipped)"; fi; }
+
+test: env browser
+	MKL_SERVICE_FORCE_INTEL=1 .venv/bin/python -m pytest
+
+lock: $(UV)
+	$(UV) lock
+
+clean:
+	rm -rf .venv .tools

@@ -1,0 +1,1 @@
+"""kit.convert: checkpoint -> HF adapter -> merged, verified model."""

@@ -1,0 +1,68 @@
+"""The `kit` command: one sub-command per pipeline stage (PRODUCT.md's contract).
+
+Each stage owns its commands in its own module; this file only wires them together and turns a
+KitError into a readable message and an exit code (2 for bad input, 3 for a stage not built yet).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from kit.convert import cli as convert_cli
+from kit.data import cli as data_cli
+from kit.errors import KitError, NotBuiltYet
+from kit.eval import cli as eval_cli
+from kit.labs import cli as lab_cli
+from kit.serve import cli as serve_cli
+from kit.train import cli as train_cli
+
+app = typer.Typer(
+    help="kit: build a role-play character model — data → XTuner QLoRA → merge → LMDeploy → compare.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+
+
+@app.command()
+def doctor():
+    """Check Python, torch/CUDA, GPU memory, stack versions and known conflicts, with fixes."""
+    from kit.doctor import render, run_checks
+
+    raise typer.Exit(render(run_checks()))
+
+
+@app.command()
+def demo(workdir: Path = typer.Option(Path("demo"), help="Where the demo leaves base/, data/, work/, "
+                                      "adapter/, merged/ and eval/.")):
+    """The whole pipeline on the embedded tiny InternLM2, on CPU, in minutes."""
+    from kit.demo import run_demo
+
+    run_demo(workdir)
+
+
+app.add_typer(data_cli.app, name="data")
+app.command("train")(train_cli.train)
+app.add_typer(train_cli.recipe_app, name="recipe")
+app.command("merge")(convert_cli.merge)
+app.command("quantize")(serve_cli.quantize)
+app.command("serve")(serve_cli.serve)
+app.command("eval")(eval_cli.evaluate)
+app.add_typer(lab_cli.app, name="lab")
+
+
+def main() -> None:
+    # XTuner/MKL abort with "mkl-service + Intel(R) MKL" without this; children inherit it.
+    os.environ.setdefault("MKL_SERVICE_FORCE_INTEL", "1")
+    console = Console(stderr=True)
+    try:
+        app()
+    except NotBuiltYet as e:
+        console.print(f"[yellow]{e.message}[/]")
+        sys.exit(3)
+    except KitError as e:
+        console.print(f"[bold red]error:[/] {e.message}")
+        if e.fix:
+            console.print(f"[cyan]fix:[/] {e.fix}")
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""kit.data: character datasets (extract, generate, check, build)."""

@@ -1,0 +1,49 @@
+"""`kit demo`: the whole pipeline on the embedded tiny InternLM2, on CPU.
+
+data -> train -> merge -> eval, leaving DIR/base, DIR/data, DIR/work, DIR/adapter, DIR/merged and
+DIR/eval/report.json. A stage not built yet ends the demo there, saying so.
+"""
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from kit.errors import NotBuiltYet
+
+CHARACTER = "bajie"
+
+
+def run_demo(workdir: Path) -> None:
+    from kit.convert.merge import merge_run
+    from kit.data.build import build_character
+    from kit.eval.run import evaluate_models
+    from kit.tiny import build_tiny_model
+    from kit.train.run import train_demo
+
+    console = Console()
+    workdir = Path(workdir).resolve()
+    base, data, work = workdir / "base", workdir / "data", workdir / "work"
+    adapter, merged, eval_dir = workdir / "adapter", workdir / "merged", workdir / "eval"
+    steps = [
+        ("base: tiny InternLM2 (random weights, tokenizer trained on the character)",
+         lambda: build_tiny_model(base, character=CHARACTER)),
+        ("data: datasets/bajie -> train/eval JSONL", lambda: build_character(CHARACTER, data)),
+        ("train: recipes/bajie.py, CPU LoRA variant, via XTuner", lambda: train_demo(base, data, work)),
+        ("merge: checkpoint -> adapter -> merged, verified", lambda: merge_run(work, base, adapter, merged)),
+        ("eval: persona metrics, base vs tuned",
+         lambda: evaluate_models(base, merged, CHARACTER, data / "eval.jsonl", eval_dir)),
+    ]
+    console.rule(f"kit demo → {workdir}")
+    for title, step in steps:
+        start = time.monotonic()
+        console.print(f"[bold]▶ {title}[/]")
+        try:
+            result = step()
+        except NotBuiltYet as e:
+            console.print(f"[yellow]  stopped: {e.message}[/]")
+            return
+        console.print(f"  [green]done[/] in {time.monotonic() - start:.1f}s → {result}")
+    console.rule("next")
+    console.print(f"compare base and tuned in the browser:\n  kit serve --engine transformers "
+                  f"--base {base} --tuned {merged}\nreport: {eval_dir / 'report.json'}")

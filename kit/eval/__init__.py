@@ -1,0 +1,1 @@
+"""kit.eval: persona metrics for base vs tuned."""

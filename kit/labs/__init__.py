@@ -1,0 +1,1 @@
+"""kit.labs: the staged course (labs/ guides and their artifact checks)."""

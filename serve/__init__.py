@@ -1,0 +1,1 @@
+"""kit.serve: quantize, OpenAI-compatible servers and the Streamlit compare page."""

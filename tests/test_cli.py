@@ -1,0 +1,36 @@
+"""The `kit` command: every stage of PRODUCT.md's contract is there; doctor runs cleanly."""
+
+from kit_testing import run_kit
+
+CONTRACT = ["doctor", "demo", "data", "train", "merge", "quantize", "serve", "eval", "lab"]
+
+
+def test_help_lists_every_stage():
+    result = run_kit("--help")
+    assert result.returncode == 0
+    for command in CONTRACT:
+        assert f" {command} " in result.stdout, command
+
+
+def test_doctor_runs_without_traceback():
+    result = run_kit("doctor", env={"COLUMNS": "200"})
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode in (0, 1)
+    for name in ("transformers", "xtuner", "torchvision matches torch", "bitsandbytes", "GPU"):
+        assert name in result.stdout
+    # On this CPU-only machine the missing GPU is a warning, not a blocking problem.
+    assert result.returncode == 0, result.stdout
+
+
+def test_bad_persona_names_field(tmp_path):
+    from kit.errors import KitError
+    from kit.persona import load_persona
+
+    bad = tmp_path / "persona.yaml"
+    bad.write_text("name: 八戒\nsystem_prompt: 你是八戒\nprobe_questions: 你是谁\n", encoding="utf-8")
+    try:
+        load_persona(bad)
+    except KitError as e:
+        assert "probe_questions" in str(e) and str(bad) in str(e)
+    else:
+        raise AssertionError("a string where a list belongs must be refused")

@@ -1,0 +1,1 @@
+"""kit.train: XTuner recipes, preflight and the training launcher."""
