@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 KIT := .venv/bin/kit
 WORKDIR ?= demo
 
-.PHONY: env demo test browser lock clean
+.PHONY: env demo test browser lock lmdeploy-env clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -31,5 +31,10 @@ test: env browser
 lock: $(UV)
 	$(UV) lock
 
+# LMDeploy in its own environment (GPU machines only): it needs a newer transformers than XTuner 0.2.0.
+lmdeploy-env:
+	$(PYTHON) -m venv .venv-lmdeploy
+	.venv-lmdeploy/bin/pip install -q lmdeploy==0.18.0
+
 clean:
-	rm -rf .venv .tools
+	rm -rf .venv .tools .venv-lmdeploy
