@@ -1,0 +1,164 @@
+"""The CPU engine behind the embedded server: one transformers model, chat in, text deltas out.
+
+LMDeploy runs only on GPUs, so on CPU (CI, laptops, `kit demo`) this engine serves the same API.
+Generation runs in worker threads (torch releases the GIL), bounded by a semaphore so that many
+clients queue instead of oversubscribing the cores.
+"""
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from kit.errors import KitError
+
+IM_END = "<|im_end|>"
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Delta:
+    """A piece of the answer; the last one carries finish_reason ("stop" or "length")."""
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ContextOverflow(KitError):
+    pass
+
+
+def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
+    """The persona's system prompt goes first unless the request brings its own."""
+    if any(m.get("role") == "system" for m in messages) or not system_prompt:
+        return list(messages)
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def stop_token_ids(tokenizer, generation_config) -> list[int]:
+    """Every id that ends a turn: the config's eos ids plus <|im_end|> (InternLM2-Chat stops on both)."""
+    ids = generation_config.eos_token_id if generation_config is not None else None
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    for token in (tokenizer.eos_token, IM_END):
+        tid = tokenizer.convert_tokens_to_ids(token) if token else None
+        if tid is not None and tid != tokenizer.unk_token_id and tid not in ids:
+            ids.append(tid)
+    return ids
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing chars could still turn into a stop string (so they are not sent yet)."""
+    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+
+
+class HFChatModel:
+    def __init__(self, name: str, path: Path, system_prompt: str, max_parallel: int = 4):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise KitError(f"model '{name}': no config.json in {path}",
+                           "pass a Hugging Face model folder (e.g. DIR/merged from `kit demo`)")
+        self.name, self.path, self.system_prompt = name, path, system_prompt
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        if not self.tokenizer.chat_template:
+            raise KitError(f"model '{name}': {path} has no chat template in its tokenizer config",
+                           "use a model written by `kit merge` or the tiny base (`kit demo`)")
+        self.model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True,
+                                                          torch_dtype=torch.float32).eval()
+        try:
+            gen_config = GenerationConfig.from_pretrained(path)
+        except OSError:
+            gen_config = None
+        self.stop_ids = stop_token_ids(self.tokenizer, gen_config)
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self._slots = threading.Semaphore(max_parallel)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        messages = with_system_prompt(messages, self.system_prompt)
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+
+    def stream(self, messages: list[dict], params: SamplingParams,
+               cancelled: threading.Event | None = None) -> Iterator[Delta]:
+        """Yield text deltas; blocking, so run it in a worker thread."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        ids = self.prompt_ids(messages)
+        if len(ids) + params.max_tokens > self.context:
+            raise ContextOverflow(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
+                                  f"the context window of '{self.name}' ({self.context} tokens)",
+                                  "shorten the history or lower max_tokens")
+        tokenizer, stops = self.tokenizer, tuple(s for s in params.stop if s)
+        new: list[int] = []
+        state = {"sent": 0, "text": "", "stopped": False}
+
+        class Collect(StoppingCriteria):
+            # Called once per generated token: collect it, stop on a stop string or a cancel.
+            def __call__(self, input_ids, scores, **kwargs):
+                token = int(input_ids[0, -1])
+                if token not in stop_ids:
+                    new.append(token)
+                state["text"] = tokenizer.decode(new, skip_special_tokens=True)
+                state["stopped"] = any(s in state["text"] for s in stops)
+                return state["stopped"] or bool(cancelled and cancelled.is_set())
+
+        stop_ids = self.stop_ids
+        sample = params.temperature > 0
+        kwargs = dict(max_new_tokens=params.max_tokens, do_sample=sample, eos_token_id=stop_ids,
+                      pad_token_id=stop_ids[0], stopping_criteria=StoppingCriteriaList([Collect()]))
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        done = threading.Event()
+        result: dict = {}
+
+        def run():
+            with self._slots, torch.inference_mode():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                try:
+                    inputs = torch.tensor([ids])
+                    result["out"] = self.model.generate(inputs, attention_mask=torch.ones_like(inputs),
+                                                        **kwargs)
+                except BaseException as e:  # handed to the consumer thread
+                    result["error"] = e
+                finally:
+                    done.set()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        while not done.wait(0.02):
+            yield from self._pending(state, stops, final=False)
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        yield from self._pending(state, stops, final=True)
+        last = int(result["out"][0, -1])
+        reason = "stop" if state["stopped"] or last in stop_ids else "length"
+        yield Delta("", finish_reason=reason, prompt_tokens=len(ids), completion_tokens=len(new))
+
+    @staticmethod
+    def _pending(state: dict, stops: tuple[str, ...], final: bool) -> Iterator[Delta]:
+        text = state["text"]
+        if stops and (cut := min((text.find(s) for s in stops if s in text), default=-1)) >= 0:
+            text, final = text[:cut], True
+        if not final:
+            # A byte-level BPE may end mid-character; wait for the rest before sending.
+            text = text.rstrip("\ufffd")
+            text = text[:len(text) - _held_back(text, stops)]
+        if len(text) > state["sent"]:
+            yield Delta(text[state["sent"]:])
+            state["sent"] = len(text)

@@ -1,0 +1,148 @@
+"""The embedded OpenAI-compatible server: /v1/chat/completions (plain and SSE), /v1/models, /health.
+
+One process serves several models by name (e.g. "base" and "tuned"); clients such as the official
+`openai` package, the compare page and `kit data generate` talk to it like to LMDeploy's api_server.
+"""
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from kit.serve.hf_engine import ContextOverflow, Delta, HFChatModel, SamplingParams
+
+
+class ChatRequest(BaseModel):
+    model: str
+    messages: list[dict]
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)  # not in OpenAI's schema; LMDeploy accepts it too
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=1)
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def _params(req: ChatRequest) -> SamplingParams:
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    return SamplingParams(max_tokens=req.max_completion_tokens or req.max_tokens or 256,
+                          temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, stop=stop,
+                          seed=req.seed)
+
+
+def _valid_messages(messages: list[dict]) -> str | None:
+    if not messages:
+        return "messages must not be empty"
+    for i, m in enumerate(messages):
+        if m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            return f"messages[{i}]: need role system|user|assistant and string content"
+    return None
+
+
+async def _deltas(model: HFChatModel, messages, params, cancelled: threading.Event):
+    """Run the blocking generator in a thread and hand its deltas to the event loop."""
+    loop, q = asyncio.get_running_loop(), asyncio.Queue()
+
+    def pump():
+        try:
+            for d in model.stream(messages, params, cancelled):
+                loop.call_soon_threadsafe(q.put_nowait, d)
+        except BaseException as e:
+            loop.call_soon_threadsafe(q.put_nowait, e)
+        loop.call_soon_threadsafe(q.put_nowait, None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    while (item := await q.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def create_app(models: dict[str, HFChatModel], api_key: str | None = None) -> FastAPI:
+    app = FastAPI(title="kit embedded server", docs_url=None, redoc_url=None)
+    created = int(time.time())
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not secrets.compare_digest(given.encode(), api_key.encode()):
+                return _error(401, "invalid or missing API key", "authentication_error")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": list(models)}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": "kit",
+             "root": str(m.path), "max_model_len": m.context} for name, m in models.items()]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request):
+        model = models.get(req.model)
+        if model is None:
+            return _error(404, f"model '{req.model}' not found; served: {', '.join(models)}")
+        if problem := _valid_messages(req.messages):
+            return _error(400, problem)
+        params, cid = _params(req), f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        cancelled = threading.Event()
+        head = {"id": cid, "created": int(time.time()), "model": req.model}
+        gen = _deltas(model, req.messages, params, cancelled)
+        try:
+            first = await anext(gen)  # a context overflow surfaces here, before any byte is sent
+        except ContextOverflow as e:
+            return _error(400, e.message)
+        if not req.stream:
+            parts, last = [first], first
+            async for d in gen:
+                parts.append(d)
+                last = d
+            return {**head, "object": "chat.completion", "choices": [{
+                "index": 0, "finish_reason": last.finish_reason,
+                "message": {"role": "assistant", "content": "".join(p.text for p in parts)}}],
+                "usage": _usage(last)}
+
+        async def events():
+            def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+                body = {**head, "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+                return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                d: Delta | None = first
+                while d is not None:
+                    if d.finish_reason:
+                        yield chunk({}, d.finish_reason, usage=_usage(d))
+                    elif d.text:
+                        yield chunk({"content": d.text})
+                    d = await anext(gen, None)
+                yield "data: [DONE]\n\n"
+            finally:
+                cancelled.set()  # client went away (or we are done): stop generating
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+def _usage(last: Delta) -> dict:
+    return {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.completion_tokens,
+            "total_tokens": last.prompt_tokens + last.completion_tokens}

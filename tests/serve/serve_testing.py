@@ -1,0 +1,75 @@
+"""Helpers for the serve tests: free ports, an in-process embedded server, a model that always stops."""
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer in {timeout}s")
+
+
+@contextmanager
+def running_server(models: dict[str, Path], api_key: str | None = None, system_prompt: str | None = None):
+    """The embedded server in a thread of this process, on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    from kit.persona import persona_for
+    from kit.serve.hf_engine import HFChatModel
+    from kit.serve.openai_api import create_app
+
+    system = persona_for("bajie").system_prompt if system_prompt is None else system_prompt
+    app = create_app({n: HFChatModel(n, p, system) for n, p in models.items()}, api_key)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def build_always_stop_model(src: Path, out: Path) -> Path:
+    """A copy of `src` whose every next token is <|im_end|> (id 4): a constant residual stream
+    (equal embeddings, zeroed attention and MLP outputs) and an output head that favours id 4."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(src, out)
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, torch_dtype=torch.float32)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb.copy_(torch.ones_like(emb))
+        for layer in model.model.layers:
+            layer.attention.wo.weight.zero_()
+            layer.feed_forward.w2.weight.zero_()
+        head = model.get_output_embeddings().weight
+        head.zero_()
+        head[4] = 10.0
+    model.save_pretrained(out, safe_serialization=True)
+    return out
