@@ -1,0 +1,56 @@
+"""Calibration text for AWQ from the character's own data (LMDeploy's stock sets need a download).
+
+Order of preference: an explicit file; the training JSONL next to the model (DIR/data/train.jsonl after
+`kit demo`); the built JSONL files and sources under datasets/CHARACTER/; the persona's lines. Chat
+samples are rendered in the model's ChatML form, so the activations seen in calibration are the ones
+the served model sees.
+"""
+
+import json
+from pathlib import Path
+
+from kit.errors import KitError
+from kit.paths import character_dir
+from kit.persona import persona_for
+
+
+def render_chatml(messages: list[dict]) -> str:
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+def texts_from_file(path: Path) -> list[str]:
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        return [t for t in path.read_text(encoding="utf-8").split("\n\n") if t.strip()]
+    texts = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise KitError(f"{path}:{lineno}: not JSON ({e.msg})", "one JSON object per line") from None
+        if isinstance(row.get("messages"), list):
+            texts.append(render_chatml(row["messages"]))
+        elif isinstance(row.get("text"), str):
+            texts.append(row["text"])
+        else:
+            raise KitError(f"{path}:{lineno}: expected a 'messages' list or a 'text' field")
+    return texts
+
+
+def calibration_texts(character: str, model: Path, explicit: Path | None = None) -> tuple[list[str], str]:
+    """The texts and a short description of where they came from."""
+    if explicit is not None:
+        return texts_from_file(explicit), str(explicit)
+    near = Path(model).parent / "data" / "train.jsonl"
+    if near.is_file():
+        return texts_from_file(near), str(near)
+    folder = character_dir(character)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".txt"))
+    texts = [t for p in files for t in texts_from_file(p)]
+    persona = persona_for(character)
+    texts += [render_chatml([{"role": "system", "content": persona.system_prompt},
+                             {"role": "user", "content": q}]) for q in persona.probe_questions]
+    texts += persona.sample_lines
+    return texts, f"{folder} ({len(files)} files + persona.yaml)"

@@ -1,0 +1,75 @@
+"""Child processes of `kit serve`: each in its own process group, all stopped together on Ctrl-C.
+
+LMDeploy's engine and Streamlit spawn processes of their own; killing a child's whole group leaves no
+orphan holding a port or GPU memory.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+from rich.console import Console
+
+from kit.errors import KitError
+
+
+class Children:
+    def __init__(self, console: Console):
+        self.console = console
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def wait_ready(self, name: str, proc: subprocess.Popen, url: str, headers: dict, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise KitError(f"the {name} server exited with code {proc.returncode} while starting",
+                               "read its output above")
+            try:
+                if httpx.get(url, headers=headers, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise KitError(f"the {name} server did not answer {url} within {timeout:.0f}s")
+
+    def watch(self) -> None:
+        """Block until Ctrl-C/SIGTERM or until a child dies."""
+        while True:
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    raise KitError(f"{name} exited with code {proc.returncode}; stopping the others")
+            time.sleep(0.5)
+
+    def stop_all(self, grace: float = 10) -> None:
+        for _, proc in self.procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for _, proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(proc, signal.SIGKILL)  # the group may outlive its leader
+            proc.wait()
+        self.procs.clear()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def sigterm_as_interrupt() -> None:
+    """`kill PID` stops kit like Ctrl-C does: through the same clean-up path."""
+    def raise_interrupt(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, raise_interrupt)

@@ -1,0 +1,84 @@
+"""What `kit serve` starts: one embedded server for both models on CPU, one LMDeploy api_server per
+model on a GPU (an api_server serves one model)."""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.errors import KitError
+from kit.paths import cache_dir
+from kit.persona import persona_for
+from kit.serve import lmdeploy_cmd as lm
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    label: str
+    names: tuple[str, ...]  # model names this server answers to
+    cmd: list[str]
+    url: str  # OpenAI base URL, ending in /v1
+    display: str  # the command as printed (no secrets)
+    start_timeout: float
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_engine(engine: str) -> str:
+    from kit.lmdeploy_env import lmdeploy_python
+
+    if engine not in ("auto", "lmdeploy", "transformers"):
+        raise KitError(f"--engine {engine}: expected lmdeploy, transformers or auto")
+    if engine == "auto":
+        return "lmdeploy" if cuda_available() and lmdeploy_python() else "transformers"
+    if engine == "lmdeploy" and not cuda_available():
+        raise KitError("LMDeploy needs a GPU and this machine has no CUDA device",
+                       "use --engine transformers (the embedded CPU server, same API)")
+    if engine == "lmdeploy" and lmdeploy_python() is None:
+        raise KitError("LMDeploy is not installed (it lives in its own environment)",
+                       "make lmdeploy-env, or point $KIT_LMDEPLOY_PYTHON at a Python that has lmdeploy")
+    return engine
+
+
+def plan_servers(models: dict[str, Path], engine: str, host: str, port: int, character: str,
+                 api_key_env: str | None, api_key: str | None, backend: str = "auto", kv: str | None = None,
+                 gpu_fraction: float = 1.0, free_mib: float | None = None,
+                 python: Path | None = None) -> list[ServerPlan]:
+    client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if engine == "transformers":
+        cmd = [sys.executable, "-m", "kit.serve.hf_server", "--host", host, "--port", str(port),
+               "--character", character]
+        for name, path in models.items():
+            cmd += ["--model", f"{name}={path}"]
+        if api_key_env:
+            cmd += ["--api-key-env", api_key_env]
+        return [ServerPlan("embedded server", tuple(models), cmd, f"http://{client_host}:{port}/v1",
+                           " ".join(cmd), 300)]
+    return _lmdeploy_plans(models, host, client_host, port, character, api_key, backend, kv, gpu_fraction,
+                           free_mib, python)
+
+
+def _lmdeploy_plans(models, host, client_host, port, character, api_key, backend, kv, gpu_fraction,
+                    free_mib, python) -> list[ServerPlan]:
+    from kit.lmdeploy_env import lmdeploy_python
+    from kit.serve.quantize import check_kv, recorded_kv
+
+    check_kv(kv)
+    if backend not in ("auto", "turbomind", "pytorch"):
+        raise KitError(f"--backend {backend}: expected turbomind, pytorch or auto")
+    python = python or lmdeploy_python()
+    template = lm.write_chat_template(persona_for(character), cache_dir() / "serve" / f"chat_template-{character}.json")
+    free = lm.gpu_free_mib(gpu_fraction) if free_mib is None else free_mib
+    fractions = lm.cache_fractions(free, [lm.weight_mib(p) for p in models.values()])
+    plans = []
+    for i, ((name, path), fraction) in enumerate(zip(models.items(), fractions)):
+        server = lm.ApiServer(name, path, port + i, fraction,
+                              lm.pick_backend(python, path) if backend == "auto" else backend,
+                              kv or recorded_kv(path))
+        cmd = lm.api_server_command(python, server, template, host, api_key)
+        plans.append(ServerPlan(f"LMDeploy {server.backend} · {name}", (name,), cmd,
+                                f"http://{client_host}:{server.port}/v1", lm.redacted(cmd), 900))
+    return plans

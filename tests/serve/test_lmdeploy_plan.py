@@ -1,0 +1,141 @@
+"""LMDeploy command construction, KV-cache sizing and the AWQ driver, all on CPU (no lmdeploy here)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kit_testing import run_kit
+
+from kit.errors import KitError
+from kit.persona import persona_for
+from kit.serve import lmdeploy_cmd as lm
+from kit.serve.awq_driver import local_loader
+from kit.serve.plan import plan_servers
+from kit.serve.quantize import AwqSettings, DRIVER, driver_command
+
+
+def test_chat_template_is_the_persona_chatml():
+    persona = persona_for("bajie")
+    cfg = lm.chat_template_config(persona)
+    assert cfg["meta_instruction"] == persona.system_prompt
+    assert "InternLM" not in json.dumps(cfg, ensure_ascii=False)
+    # The prompt LMDeploy's BaseChatTemplate.messages2prompt would build for one user turn:
+    prompt = (cfg["system"] + cfg["meta_instruction"] + cfg["eosys"] + cfg["user"] + "你是谁？" + cfg["eoh"]
+              + cfg["assistant"])
+    from kit.serve.calibration import render_chatml
+
+    chatml = render_chatml([{"role": "system", "content": persona.system_prompt},
+                            {"role": "user", "content": "你是谁？"}]) + "<|im_start|>assistant\n"
+    assert prompt == chatml
+    assert cfg["stop_words"] == ["<|im_end|>"] and "<s>" not in json.dumps(cfg)
+
+
+def test_cache_fractions_leave_room_for_the_second_server():
+    free, weights = 8192.0, [3600.0, 3600.0]  # a 10% A100 slice, two fp16 1.8B models
+    with pytest.raises(KitError, match="need about"):
+        lm.cache_fractions(free, weights)
+    fractions = lm.cache_fractions(24576.0, weights)  # 30% slice
+    budget = (24576 - 7200 - 2 * lm.RESERVE_MIB) / 2
+    # Replay what LMDeploy does: each server takes its fraction of what is free after its weights.
+    left = 24576.0
+    for w, f in zip(weights, fractions):
+        left -= w
+        assert f * left == pytest.approx(budget, rel=1e-3)
+        left -= f * left
+    assert left == pytest.approx(2 * lm.RESERVE_MIB, rel=1e-2)
+    assert lm.cache_fractions(80000.0, [3600.0]) == [0.9]
+
+
+def test_api_server_command(tiny_model, tmp_path):
+    awq = tmp_path / "awq"
+    shutil.copytree(tiny_model, awq)
+    cfg = json.loads((awq / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4}
+    (awq / "config.json").write_text(json.dumps(cfg))
+    template = tmp_path / "t.json"
+    server = lm.ApiServer("tuned", awq, 23334, 0.42, "pytorch", "int8")
+    cmd = lm.api_server_command(Path("/env/bin/python"), server, template, api_key="k3y")
+    assert cmd[:6] == ["/env/bin/python", "-m", "lmdeploy", "serve", "api_server", str(awq)]
+    flags = dict(zip(cmd[6::1], cmd[7::1]))
+    assert flags["--backend"] == "pytorch" and flags["--model-name"] == "tuned"
+    assert flags["--chat-template"] == str(template) and flags["--cache-max-entry-count"] == "0.42"
+    assert flags["--server-name"] == "127.0.0.1" and flags["--server-port"] == "23334"
+    assert flags["--quant-policy"] == "8" and flags["--model-format"] == "awq"
+    assert "--trust-remote-code" in cmd
+    assert "k3y" in cmd and "k3y" not in lm.redacted(cmd)
+    plain = lm.api_server_command(Path("p"), lm.ApiServer("base", tiny_model, 1, 0.5), template)
+    assert "--quant-policy" not in plain and "--model-format" not in plain and "--api-keys" not in plain
+
+
+def test_lmdeploy_plan_two_servers(tiny_model, tuned_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_CACHE", str(tmp_path))
+    plans = plan_servers({"base": tiny_model, "tuned": tuned_model}, "lmdeploy", "127.0.0.1", 24000, "bajie",
+                         None, None, backend="pytorch", kv="int4", free_mib=20000, python=Path("/lm/python"))
+    assert [p.url for p in plans] == ["http://127.0.0.1:24000/v1", "http://127.0.0.1:24001/v1"]
+    assert [p.names for p in plans] == [("base",), ("tuned",)]
+    template = Path(plans[0].cmd[plans[0].cmd.index("--chat-template") + 1])
+    assert json.loads(template.read_text())["meta_instruction"] == persona_for("bajie").system_prompt
+    assert all(p.cmd[p.cmd.index("--quant-policy") + 1] == "4" for p in plans)
+
+
+def test_transformers_plan_is_one_server_for_both(tiny_model, tuned_model):
+    (plan,) = plan_servers({"base": tiny_model, "tuned": tuned_model}, "transformers", "0.0.0.0", 9000,
+                           "bajie", "MY_KEY", "secret")
+    assert plan.names == ("base", "tuned") and plan.url == "http://127.0.0.1:9000/v1"
+    assert "secret" not in plan.cmd and plan.cmd[plan.cmd.index("--api-key-env") + 1] == "MY_KEY"
+
+
+def test_awq_driver_command_and_loader(tmp_path):
+    cmd = driver_command(Path("/lm/python"), Path("m"), Path("o"), Path("c.json"), AwqSettings(32, 512, 1, 64))
+    assert cmd[:4] == ["/lm/python", str(DRIVER), "m", "o"]
+    assert cmd[cmd.index("--samples") + 1] == "32" and cmd[cmd.index("--group-size") + 1] == "64"
+    # The driver must run under LMDeploy's interpreter, where kit is not importable.
+    source = DRIVER.read_text()
+    assert "import kit" not in source and "from kit" not in source
+    from transformers import AutoTokenizer
+
+    from kit.tiny import build_tiny_model
+
+    tok = AutoTokenizer.from_pretrained(build_tiny_model())
+    loader, stats = local_loader(["俺老猪饿了。" * 300, "猴哥救命！" * 300])
+    samples = loader("wikitext2", tok, nsamples=4, seqlen=64)
+    assert len(samples) == 4 and all(s.shape == (1, 64) for s in samples)
+    short = local_loader(["你好"])[0]("wikitext2", tok, nsamples=4, seqlen=64)
+    assert len(short) == 1 and short[0].shape[1] < 64
+
+
+def test_calibration_texts_come_from_the_character(tmp_path, tiny_model):
+    from kit.serve.calibration import calibration_texts
+
+    texts, source = calibration_texts("bajie", tmp_path / "merged")
+    assert "datasets/bajie" in source and any("八戒" in t for t in texts)
+    (tmp_path / "data").mkdir()
+    row = {"messages": [{"role": "user", "content": "你是谁"}, {"role": "assistant", "content": "俺老猪"}]}
+    (tmp_path / "data" / "train.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    texts, source = calibration_texts("bajie", tmp_path / "merged")
+    assert texts == ["<|im_start|>user\n你是谁<|im_end|>\n<|im_start|>assistant\n俺老猪<|im_end|>\n"]
+    (tmp_path / "bad.jsonl").write_text('{"messages": []}\nnot json\n')
+    with pytest.raises(KitError, match="bad.jsonl:2"):
+        calibration_texts("bajie", tmp_path / "merged", tmp_path / "bad.jsonl")
+
+
+def test_quantize_on_cpu_says_lmdeploy_needs_a_gpu(tiny_model):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_kit("quantize", str(tiny_model), "--w4a16", "--kv", "int8", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2
+    assert "LMDeploy needs a GPU" in result.stderr and "--engine transformers" in result.stderr
+    bad = run_kit("quantize", str(tiny_model), "--kv", "int3")
+    assert bad.returncode == 2 and "int8, int4" in bad.stderr
+    serve = run_kit("serve", "--engine", "lmdeploy", "--base", str(tiny_model), "--no-ui")
+    assert serve.returncode == 2 and "LMDeploy needs a GPU" in serve.stderr
+
+
+def test_driver_script_parses_its_arguments():
+    out = subprocess.run([sys.executable, str(DRIVER), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--calib" in out.stdout
