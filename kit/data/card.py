@@ -1,0 +1,93 @@
+"""The dataset card: what went in, what dedup and the filters removed, turns and token lengths."""
+
+import json
+from collections import Counter
+from pathlib import Path
+from statistics import mean, median
+
+from kit import atomic
+
+
+def token_lengths(samples: list[dict], tokenizer_path: Path) -> list[int]:
+    """Tokens per sample as the model sees it: the tokenizer's chat template over all messages."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_path), trust_remote_code=True)
+    if tok.chat_template:
+        return [len(tok.apply_chat_template(s["messages"], tokenize=True)) for s in samples]
+    return [len(tok("\n".join(m["content"] for m in s["messages"]))["input_ids"]) for s in samples]
+
+
+def _stats(values: list[int]) -> dict:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {"min": ordered[0], "mean": round(mean(values), 1), "median": median(values),
+            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
+
+
+def _histogram(train: list[int], held_out: list[int], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    bins = min(30, max(5, len(set(train + held_out))))
+    ax.hist([train, held_out], bins=bins, label=["train", "eval"], stacked=True)
+    ax.set_xlabel("tokens per sample (chat template applied)")
+    ax.set_ylabel("samples")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def write_card(out: Path, *, character: str, name: str, sources: list[dict], train: list[dict],
+               held_out: list[dict], tokenizer: Path, settings: dict) -> dict:
+    train_tokens = token_lengths(train, tokenizer)
+    eval_tokens = token_lengths(held_out, tokenizer)
+    removed = Counter()
+    for s in sources:
+        removed.update(s["removed"])
+    card = {
+        "character": character, "name": name,
+        "counts": {"train": len(train), "eval": len(held_out)},
+        "turns": {str(k): v for k, v in sorted(Counter(
+            sum(m["role"] == "assistant" for m in s["messages"]) for s in train + held_out).items())},
+        "tokens": {"tokenizer": str(tokenizer), "train": _stats(train_tokens),
+                   "eval": _stats(eval_tokens), "total_train": sum(train_tokens)},
+        "removed": dict(sorted(removed.items())),
+        "sources": sources,
+        "settings": settings,
+        "histogram": "length_hist.png",
+    }
+    _histogram(train_tokens, eval_tokens, out / "length_hist.png")
+    atomic.write_text(out / "card.json", json.dumps(card, ensure_ascii=False, indent=2) + "\n")
+    atomic.write_text(out / "card.md", render_markdown(card))
+    return card
+
+
+def render_markdown(card: dict) -> str:
+    rows = "\n".join(
+        f"| {s['path']} | {s['format']} | {s['weight']} | {s['found']} | {s['kept']} | {s['eval']} | "
+        f"{s['train']} | {', '.join(f'{k}: {v}' for k, v in s['removed'].items()) or '-'} |"
+        for s in card["sources"])
+    tokens = card["tokens"]
+    return f"""# Dataset card: {card['name']} ({card['character']})
+
+- train samples: {card['counts']['train']} (after weights), eval samples: {card['counts']['eval']}
+  (held out by line: no eval reply appears in train)
+- assistant turns per sample: {', '.join(f'{k}: {v}' for k, v in card['turns'].items())}
+- tokens per sample (train): {tokens['train']}; eval: {tokens['eval']}
+- tokenizer: `{tokens['tokenizer']}`
+- removed: {', '.join(f'{k}: {v}' for k, v in card['removed'].items()) or 'nothing'}
+
+| source | format | weight | found | kept | eval | train | removed |
+|---|---|---|---|---|---|---|---|
+{rows}
+
+![token lengths](length_hist.png)
+
+Settings: `{json.dumps(card['settings'], ensure_ascii=False)}`
+"""

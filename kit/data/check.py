@@ -1,0 +1,124 @@
+"""`kit data check`: validate a training file; every problem as FILE:LINE: reason.
+
+First each line on its own (UTF-8, JSON, roles, order, content, final reply, system prompt); then, if
+all lines pass, the whole file through what XTuner runs when training: Hugging Face `load_dataset
+("json")`, `openai_map_fn`, `template_map_fn` with the internlm2_chat template and, given a tokenizer,
+`encode_fn` — so a file that passes here trains.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+ROLES = ("system", "user", "assistant")
+
+
+def sample_problems(row, need_system: bool = True, system: str | None = None) -> list[str]:
+    """What is wrong with one sample in OpenAI `messages` form (empty list: nothing)."""
+    if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+        return ["expected a JSON object with a 'messages' list"]
+    messages = row["messages"]
+    if not messages:
+        return ["'messages' is empty"]
+    problems = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            problems.append(f"messages[{i}] is not an object with 'role' and 'content'")
+        elif m.get("role") not in ROLES:
+            problems.append(f"messages[{i}]: unknown role {m.get('role')!r} (use system, user or assistant)")
+        elif not isinstance(m.get("content"), str):
+            problems.append(f"messages[{i}] ({m['role']}): 'content' must be a string")
+        elif not m["content"].strip():
+            problems.append(f"messages[{i}] ({m['role']}): empty content")
+    if problems:
+        return problems
+    roles = [m["role"] for m in messages]
+    if "system" in roles[1:]:
+        problems.append(f"messages[{roles.index('system', 1)}]: a system message must come first")
+    rest = roles[1:] if roles[0] == "system" else roles
+    for i, role in enumerate(rest):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected and role != "system":
+            offset = len(roles) - len(rest)
+            problems.append(f"messages[{i + offset}]: expected a {expected} turn here, got {role} "
+                            "(turns must alternate user, assistant)")
+            break
+    if roles[-1] != "assistant":
+        problems.append("no final assistant reply (the last message must be the character's)")
+    if need_system and roles[0] != "system":
+        problems.append("no system prompt (every sample needs the persona's system prompt first)")
+    elif system is not None and roles[0] == "system" and messages[0]["content"].strip() != system.strip():
+        problems.append("system prompt differs from persona.yaml's (rebuild with `kit data build`)")
+    return problems
+
+
+def line_problems(path: Path, system: str | None = None) -> list[str]:
+    """Per-line problems of a JSONL file, each as 'FILE:LINE: reason'."""
+    problems = []
+    raw_lines = Path(path).read_bytes().split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()  # the newline that ends the last line
+    if not raw_lines:
+        return [f"{path}:1: the file is empty"]
+    for no, raw in enumerate(raw_lines, 1):
+        where = f"{path}:{no}"
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            problems.append(f"{where}: not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1}); "
+                            "save the file as UTF-8")
+            continue
+        if not line.strip():
+            problems.append(f"{where}: blank line (remove it)")
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"{where}: not valid JSON ({e.msg} at column {e.colno}); "
+                            "a line cut short or two samples on one line?")
+            continue
+        problems += [f"{where}: {p}" for p in sample_problems(row, system=system)]
+    return problems
+
+
+def xtuner_problems(path: Path, tokenizer: Path | None = None, max_length: int = 2048) -> list[str]:
+    """Problems found by running the file through XTuner's own dataset map functions."""
+    import datasets
+    from xtuner.dataset.map_fns import openai_map_fn, template_map_fn_factory
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    datasets.disable_progress_bars()
+    problems = []
+    with tempfile.TemporaryDirectory() as cache:
+        try:
+            data = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache)
+        except Exception as e:  # noqa: BLE001 - any loader failure means XTuner cannot read it either
+            return [f"{path}:1: Hugging Face `load_dataset('json')` (what XTuner uses) fails: "
+                    f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"]
+        data = data.map(openai_map_fn, remove_columns=data.column_names)
+        data = data.map(template_map_fn_factory(PROMPT_TEMPLATE.internlm2_chat))
+        encode = None
+        if tokenizer is not None:
+            from functools import partial
+
+            from transformers import AutoTokenizer
+            from xtuner.dataset.utils import encode_fn
+
+            tok = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=True)
+            encode = partial(encode_fn, tokenizer=tok, max_length=10**9, input_ids_with_output=True)
+        for no, row in enumerate(data, 1):
+            conv = row["conversation"]
+            if not conv or not any(turn["output"].strip() for turn in conv):
+                problems.append(f"{path}:{no}: XTuner's openai_map_fn finds no assistant reply to train on")
+            elif encode is not None:
+                n = len(encode(row)["input_ids"])
+                if n > max_length:
+                    problems.append(f"{path}:{no}: {n} tokens, more than max_length {max_length}: "
+                                    "XTuner would cut the reply off (shorten it or raise max_length)")
+    return problems
+
+
+def check_file(path: Path, system: str | None = None, tokenizer: Path | None = None,
+               max_length: int = 2048) -> list[str]:
+    problems = line_problems(path, system)
+    return problems or xtuner_problems(path, tokenizer, max_length)
