@@ -1,0 +1,34 @@
+"""`kit data extract` glue: pick the persona, extract, write the samples, say what was found."""
+
+from pathlib import Path
+
+from rich.console import Console
+
+from kit.data.extract import extract_lines, read_source
+from kit.data.samples import chat, write_jsonl
+from kit.paths import datasets_dir
+from kit.persona import load_persona
+
+
+def run_extract(src: Path, character: str, aliases: list[str], fmt: str, persona_path: Path | None,
+                out: Path) -> int:
+    console = Console(stderr=True)
+    if persona_path is None and (datasets_dir() / character / "persona.yaml").is_file():
+        persona_path = datasets_dir() / character / "persona.yaml"
+    names = [character, *aliases]
+    if persona_path is not None:
+        persona = load_persona(persona_path)
+        system = persona.system_prompt
+        names += [persona.name, *persona.aliases]
+    else:
+        # No persona yet (a new character): a plain prompt; `kit data build` sets persona.yaml's.
+        system = f"你是{character}。请始终以{character}的身份、语气和口头禅说话。"
+        console.print(f"[yellow]no persona.yaml for {character!r}: using a plain system prompt[/]")
+    lines, used = extract_lines(read_source(src), sorted(set(names), key=len, reverse=True), fmt)
+    samples = [chat(system, [(line.user, line.text)]) for line in lines if line.user]
+    write_jsonl(out, samples)
+    opened = len(lines) - len(samples)
+    console.print(f"[green]{len(lines)}[/] lines of {character} in {src} (format {used}) → "
+                  f"{len(samples)} samples in {out}"
+                  + (f"; {opened} skipped: nothing said or narrated before them" if opened else ""))
+    return len(samples)

@@ -1,0 +1,256 @@
+"""`kit data generate`: persona dialogues through any OpenAI-compatible API, crash-safe.
+
+Dialogue i always sends the same request (gen_prompts), so its hash is its cache key. Each finished
+call is appended to the cache (fsync) before anything else happens; a re-run answers cached keys from
+the cache and sends only the rest. Failed calls (429, 5xx, timeouts, broken bodies) are retried with
+backoff and never cached; finished calls whose JSON is useless stay cached (they were paid for) and
+count as rejected. The output is recomputed from the cache in index order, so it is deterministic.
+"""
+
+import asyncio
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kit.data.clean import Deduper, Filters
+from kit.data.dialogue_json import parse_dialogue
+from kit.data.gen_cache import RequestCache
+from kit.data.gen_prompts import request_body, request_key
+from kit.data.samples import chat, replies, write_jsonl
+from kit.errors import KitError
+from kit.persona import Persona
+
+RETRYABLE_STATUS = {408, 409, 429}
+
+
+@dataclass
+class Settings:
+    model: str
+    base_url: str
+    n: int
+    concurrency: int = 4
+    turns: int = 3
+    temperature: float = 0.9
+    max_tokens: int = 1024  # per call
+    timeout: float = 60.0
+    retries: int = 6
+    max_requests: int | None = None  # default 2n: rejected answers are replaced, but not forever
+    token_cap: int | None = None  # stop sending once the cache's calls used this many tokens
+    price_in: float = 0.0  # per million prompt tokens
+    price_out: float = 0.0  # per million completion tokens
+    cost_cap: float | None = None
+    require_markers: bool = True
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+@dataclass
+class Tally:
+    """What the run did, for the progress bar and the summary."""
+    sent: int = 0
+    cached: int = 0
+    retries: int = 0
+    rejected: dict = field(default_factory=dict)
+
+    def reject(self, why: str) -> None:
+        self.rejected[why] = self.rejected.get(why, 0) + 1
+
+
+def api_key(env_var: str, base_url: str) -> str:
+    """The key from the environment (never from a file or flag, never printed)."""
+    key = os.environ.get(env_var)
+    if key:
+        return key
+    if urlparse(base_url).hostname in {"127.0.0.1", "localhost", "::1"}:
+        return "EMPTY"  # local servers (LMDeploy, vLLM, a test server) accept any key
+    raise KitError(f"no API key: the environment variable {env_var} is not set",
+                   f"export {env_var}=... (or pick another variable with --api-key-env)")
+
+
+def _retry_after(error) -> float | None:
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def call_api(client, body: dict, settings: Settings, tally: Tally) -> dict:
+    """One chat completion with backoff on 429/5xx/timeouts/broken bodies: {'content', 'usage'}."""
+    import openai
+
+    for attempt in range(settings.retries + 1):
+        delay = None
+        try:
+            response = await client.chat.completions.create(**body, timeout=settings.timeout)
+            choice = response.choices[0]
+            usage = response.usage
+            return {"content": choice.message.content or "",
+                    "usage": {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+                              "completion_tokens": getattr(usage, "completion_tokens", 0) or 0}}
+        except openai.APIStatusError as e:
+            if e.status_code in (401, 403):
+                raise KitError(f"the API refused the key ({e.status_code})",
+                               "check the key in the environment variable and the --base-url") from None
+            if e.status_code < 500 and e.status_code not in RETRYABLE_STATUS:
+                raise KitError(f"the API rejected the request ({e.status_code}): {e.message}",
+                               "check --model and --base-url") from None
+            delay = _retry_after(e)
+            why = f"HTTP {e.status_code}"
+        except (openai.APITimeoutError, openai.APIConnectionError) as e:
+            why = type(e).__name__
+        except (openai.APIResponseValidationError, json.JSONDecodeError, IndexError, AttributeError,
+                TypeError) as e:
+            why = f"broken response ({type(e).__name__})"
+        if attempt == settings.retries:
+            raise KitError(f"the API failed {settings.retries + 1} times in a row (last: {why})",
+                           "check the server; re-run later: finished calls are cached")
+        tally.retries += 1
+        await asyncio.sleep(delay if delay is not None else min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1))
+    raise AssertionError("unreachable")
+
+
+class Generator:
+    def __init__(self, persona: Persona, settings: Settings, cache: RequestCache):
+        self.persona, self.settings, self.cache = persona, settings, cache
+        self.names = {persona.name, *persona.aliases}
+        markers = tuple(persona.style_markers + persona.catchphrases) if settings.require_markers else ()
+        self.filters = Filters(max_chars=200, markers=markers)
+        self.tally = Tally()
+        self._dedup = Deduper()
+        self._valid = 0
+        self._in_flight = 0
+        self._next = 0
+        self._cond = asyncio.Condition()
+
+    def body(self, index: int) -> dict:
+        s = self.settings
+        return request_body(self.persona, index, model=s.model, turns=s.turns, temperature=s.temperature,
+                            max_tokens=s.max_tokens)
+
+    def evaluate(self, content: str, dedup: Deduper) -> tuple[dict | None, str | None]:
+        """(sample, None) if the answer makes a usable dialogue, else (None, why not)."""
+        try:
+            turns = parse_dialogue(content, self.names)
+        except ValueError as e:
+            return None, f"unparseable: {e}"
+        sample = chat(self.persona.system_prompt, turns)
+        why = self.filters.reason(replies(sample)) or dedup.check(replies(sample))
+        return (None, why) if why else (sample, None)
+
+    def spent(self) -> tuple[int, float]:
+        prompt, completion = self.cache.tokens()
+        s = self.settings
+        return prompt + completion, (prompt * s.price_in + completion * s.price_out) / 1e6
+
+    def over_budget(self) -> str | None:
+        tokens, cost = self.spent()
+        if self.settings.token_cap is not None and tokens >= self.settings.token_cap:
+            return f"token cap {self.settings.token_cap} reached ({tokens} tokens)"
+        if self.settings.cost_cap is not None and cost >= self.settings.cost_cap:
+            return f"cost cap {self.settings.cost_cap} reached ({cost:.4f})"
+        return None
+
+    async def _worker(self, client, progress, task) -> None:
+        limit = self.settings.max_requests or 2 * self.settings.n
+        while True:
+            async with self._cond:
+                # Wait while the calls in flight may already complete the set; go on if one fails.
+                while self._valid + self._in_flight >= self.settings.n and self._in_flight:
+                    await self._cond.wait()
+                if self._valid >= self.settings.n or self._next >= limit:
+                    return
+                index, body = self._next, self.body(self._next)
+                key = request_key(body)
+                if key not in self.cache and self.over_budget():
+                    return
+                self._next += 1
+                self._in_flight += 1
+            try:
+                if key in self.cache:
+                    self.tally.cached += 1
+                    entry = self.cache.get(key)
+                else:
+                    self.tally.sent += 1
+                    result = await call_api(client, body, self.settings, self.tally)
+                    entry = {"key": key, "index": index, "model": body["model"], **result}
+                    self.cache.add(entry)  # durable before anything else can go wrong
+                sample, why = self.evaluate(entry["content"], self._dedup)
+            finally:
+                async with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify_all()
+            async with self._cond:
+                if sample is not None:
+                    self._valid += 1
+                    progress.advance(task)
+                tokens, cost = self.spent()
+                progress.update(task, sent=self.tally.sent, cached=self.tally.cached,
+                                retries=self.tally.retries, tokens=tokens, cost=cost)
+
+    async def run(self, console: Console) -> None:
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=self.settings.base_url,
+                                    api_key=api_key(self.settings.api_key_env, self.settings.base_url),
+                                    max_retries=0, timeout=self.settings.timeout)
+        columns = [TextColumn("[bold]dialogues"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sent {task.fields[sent]} · cached {task.fields[cached]} · "
+                              "retries {task.fields[retries]} · tokens {task.fields[tokens]} · "
+                              "cost {task.fields[cost]:.4f}"), TimeElapsedColumn()]
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("generate", total=self.settings.n, sent=0, cached=0, retries=0,
+                                     tokens=self.spent()[0], cost=self.spent()[1])
+            try:
+                await asyncio.gather(*(self._worker(client, progress, task)
+                                       for _ in range(self.settings.concurrency)))
+            finally:
+                await client.close()
+
+    def collect(self) -> list[dict]:
+        """The output: cached answers in index order, parsed, filtered, deduplicated, first n."""
+        dedup, samples = Deduper(), []
+        self.tally.rejected = {}
+        for index in range(self._next):
+            key = request_key(self.body(index))
+            if key not in self.cache:
+                continue
+            sample, why = self.evaluate(self.cache.get(key)["content"], dedup)
+            if sample is None:
+                self.tally.reject(why.split(":")[0])
+            elif len(samples) < self.settings.n:
+                samples.append(sample)
+        return samples
+
+
+def generate(persona: Persona, settings: Settings, out: Path, cache_path: Path | None = None,
+             console: Console | None = None) -> int:
+    """Generate up to settings.n dialogues into `out`; returns how many were written."""
+    console = console or Console(stderr=True)
+    cache = RequestCache(cache_path or out.with_name(out.name + ".cache.jsonl"))
+    if cache.entries:
+        console.print(f"resuming: {len(cache.entries)} finished calls in {cache.path}"
+                      + (f" ({cache.torn} torn line dropped)" if cache.torn else ""))
+    gen = Generator(persona, settings, cache)
+    try:
+        asyncio.run(gen.run(console))
+    finally:
+        cache.close()
+        # Whatever happened, the output reflects every finished call.
+        samples = gen.collect()
+        write_jsonl(out, samples)
+    tokens, cost = gen.spent()
+    console.print(f"[green]{len(samples)}[/]/{settings.n} dialogues → {out}; {gen.tally.sent} calls sent, "
+                  f"{gen.tally.cached} from cache, {gen.tally.retries} retries; {tokens} tokens, cost "
+                  f"{cost:.4f}; rejected: {gen.tally.rejected or 'none'}")
+    budget = gen.over_budget()
+    if len(samples) < settings.n:
+        console.print(f"[yellow]fewer dialogues than asked: {budget or 'too many answers rejected'}; "
+                      "re-run (with a higher cap or --max-requests) to continue[/]")
+    return len(samples)
