@@ -1,0 +1,96 @@
+"""The compare page in headless Debian Chromium: a prompt fills both columns, a blind vote lands in
+SQLite, a dead server shows as an error in the page."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from kit_testing import ROOT
+from serve_testing import free_port, running_server, wait_http
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
+                                 "(`make browser` or `apt-get install chromium`)")]
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextmanager
+def page_server(endpoints: dict[str, str], paths: dict[str, Path], votes: Path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "serve" / "compare_app.py"),
+           "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--", "--votes", str(votes)]
+    for name, url in endpoints.items():
+        cmd += ["--endpoint", f"{name}={url}"]
+    for name, path in paths.items():
+        cmd += ["--model-path", f"{name}={path}"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout=90, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def browser(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(CHROMIUM),
+                                                   args=FLAGS, headless=True,
+                                                   viewport={"width": 1400, "height": 1000})
+        try:
+            yield ctx.new_page()
+        finally:
+            ctx.close()
+
+
+def ask(page, prompt: str) -> None:
+    box = page.locator('textarea[data-testid="stChatInputTextArea"]')
+    box.wait_for(timeout=60_000)
+    box.fill(prompt)
+    box.press("Enter")
+
+
+def test_prompt_fills_both_columns_and_vote_is_stored(tiny_model, tuned_model, tmp_path):
+    votes = tmp_path / "votes.sqlite"
+    with running_server({"base": tiny_model, "tuned": tuned_model}) as api, \
+            page_server({"base": f"{api}/v1", "tuned": f"{api}/v1"},
+                        {"base": tiny_model, "tuned": tuned_model}, votes) as url, browser(tmp_path) as page:
+        page.goto(url)
+        page.get_by_text("Blind A/B mode").click()
+        ask(page, "你是谁？")
+        vote = page.get_by_role("button", name="A is better")
+        vote.wait_for(timeout=120_000)  # appears once both answers are complete
+        answers = page.locator('[data-testid="stChatMessage"]').filter(has_text="B").all_inner_texts()
+        assert len(page.locator('[data-testid="stChatMessage"]').all()) == 4  # 2 prompts + 2 answers
+        assert all(len(a.strip()) > 2 for a in answers)
+        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        vote.click()
+        page.get_by_text("1 votes").wait_for(timeout=60_000)
+        page.get_by_text("A = ").first.wait_for(timeout=10_000)  # names revealed after the vote
+    rows = sqlite3.connect(votes).execute("SELECT prompt, left_model, right_model, winner, left_answer, "
+                                          "right_answer FROM votes").fetchall()
+    assert len(rows) == 1
+    prompt, left, right, winner, left_answer, right_answer = rows[0]
+    assert prompt == "你是谁？" and {left, right} == {"base", "tuned"} and winner == left
+    assert left_answer and right_answer
+
+
+def test_dead_server_is_an_error_in_the_page(tiny_model, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with running_server({"base": tiny_model}) as api, \
+            page_server({"base": f"{api}/v1", "tuned": dead}, {}, tmp_path / "v.sqlite") as url, \
+            browser(tmp_path) as page:
+        page.goto(url)
+        ask(page, "hi")
+        page.get_by_text("cannot reach the 'tuned' server").wait_for(timeout=120_000)
+        assert "Traceback" not in page.content()
