@@ -1,0 +1,82 @@
+"""Training hooks: measured tokens/s and peak memory, and a GPU-slice memory cap.
+
+ThroughputHook times each iteration between CUDA synchronisations (so the figure is GPU work, not
+launch queueing), counts the tokens of the batch, and writes one JSON at the end of training:
+per-iteration seconds, tokens and loss, the steady-state median, and the run's peak memory.
+"""
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from mmengine.hooks import Hook
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class ThroughputHook(Hook):
+    priority = "VERY_LOW"
+
+    def __init__(self, out: str, warmup: int = 5, profile_iters: tuple[int, int] | None = None):
+        self.out, self.warmup, self.profile_iters = Path(out), warmup, profile_iters
+        self.records: list[dict] = []
+        self._t0 = 0.0
+        self._prof = None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if self.profile_iters and runner.iter == self.profile_iters[0]:
+            self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                            torch.profiler.ProfilerActivity.CUDA])
+            self._prof.__enter__()
+        _sync()
+        self._t0 = time.perf_counter()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        _sync()
+        seconds = time.perf_counter() - self._t0
+        tokens = int(data_batch["data"]["input_ids"].numel())
+        loss = float(outputs["loss"]) if outputs and "loss" in outputs else None
+        self.records.append({"iter": runner.iter, "seconds": seconds, "tokens": tokens, "loss": loss})
+        if self._prof is not None and runner.iter + 1 == self.profile_iters[1]:
+            self._prof.__exit__(None, None, None)
+            table = self._prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+            self.out.with_suffix(".profile.txt").write_text(table, encoding="utf-8")
+            self._prof = None
+
+    def after_train(self, runner):
+        steady = self.records[self.warmup:] or self.records
+        median = statistics.median(r["seconds"] for r in steady)
+        tokens = statistics.median(r["tokens"] for r in steady)
+        result = {
+            "iters": len(self.records),
+            "steady_iters": len(steady),
+            "seconds_per_iter": median,
+            "tokens_per_iter": tokens,
+            "tokens_per_s": tokens / median,
+            "peak_mem_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+            "peak_mem_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if torch.cuda.is_available() else None,
+            "records": self.records,
+        }
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+
+class MemoryCapHook(Hook):
+    """Cap this process's GPU memory to a fraction of the card, e.g. 0.1 of 80 GB for the 8 GB slice.
+
+    Set before training starts; the cap applies to the whole run's peak, the loaded weights included.
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+
+    def before_run(self, runner):
+        if torch.cuda.is_available():
+            torch.cuda.set_per_process_memory_fraction(self.fraction)
