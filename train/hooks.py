@@ -1,0 +1,48 @@
+"""EvaluateChatHook fed from persona.yaml: the recipe never holds a copy of the persona's text."""
+
+import json
+import os
+
+from mmengine.dist import master_only
+from xtuner.engine.hooks import EvaluateChatHook
+
+from kit.persona import load_persona
+
+SAMPLES_DIR = "samples"  # in the work dir: iter_N.json per checkpoint, iter_0.json before training
+
+
+class PersonaChatHook(EvaluateChatHook):
+    """XTuner's EvaluateChatHook with the system prompt and probe questions of `persona_file`.
+
+    Like XTuner's hook it chats at every checkpoint; it also chats before the first step (iter 0,
+    the untuned model) and writes each round to work_dir/samples/iter_N.json, N being the
+    checkpoint's iteration, so `kit train` can lay the checkpoints side by side.
+    """
+
+    def __init__(self, persona_file: str, **kwargs):
+        persona = load_persona(persona_file)
+        super().__init__(system=persona.system_prompt, evaluation_inputs=persona.probe_questions,
+                         stop_words=[], **kwargs)
+        self._step = 0
+
+    def before_train(self, runner):
+        runner.logger.info("before_train in PersonaChatHook.")
+        self._step = runner.iter
+        # A resumed run already has its iter-N samples; only a fresh run records the untuned model.
+        self._generate_samples(runner, max_new_tokens=self.max_new_tokens,
+                               save_eval_output=runner.iter == 0)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self._step = runner.iter + 1  # runner.iter is bumped only after the hooks ran
+        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+
+    @master_only
+    def _save_eval_output(self, runner, eval_outputs):
+        records = [{"question": q, "text": text.rstrip("\n")}
+                   for q, text in zip(self.evaluation_inputs, eval_outputs)]
+        folder = os.path.join(runner.work_dir, SAMPLES_DIR)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"iter_{self._step}.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"iter": self._step, "samples": records}, f, ensure_ascii=False, indent=1)
+        os.replace(path + ".tmp", path)

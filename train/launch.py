@@ -1,0 +1,35 @@
+"""`python -m kit.train.launch XTUNER_TRAIN_ARGS...`: xtuner.tools.train inside a GPU slice.
+
+`kit train` starts this instead of xtuner.tools.train itself (also under torchrun, once per rank) so
+that KIT_GPU_FRACTION can cap the CUDA allocator as a 10% A100 slice would, and so that the run's
+peak memory is printed for `kit train` to compare with its memory plan.
+"""
+
+import json
+import os
+import runpy
+import sys
+
+PEAK_PREFIX = "kit-train-peak: "
+
+
+def main(argv: list[str]) -> None:
+    import torch
+
+    fraction = os.environ.get("KIT_GPU_FRACTION")
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    if fraction and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(float(fraction), rank)
+    sys.argv = ["xtuner.tools.train", *argv]
+    runpy.run_module("xtuner.tools.train", run_name="__main__", alter_sys=True)
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(rank).total_memory
+        print(PEAK_PREFIX + json.dumps({
+            "rank": rank, "max_allocated_mib": torch.cuda.max_memory_allocated(rank) / 2**20,
+            "max_reserved_mib": torch.cuda.max_memory_reserved(rank) / 2**20,
+            "gpu_total_mib": total / 2**20, "fraction": float(fraction) if fraction else None,
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
