@@ -6,6 +6,7 @@ all lines pass, the whole file through what XTuner runs when training: Hugging F
 `encode_fn` — so a file that passes here trains.
 """
 
+import importlib.util
 import json
 import tempfile
 from pathlib import Path
@@ -81,12 +82,24 @@ def line_problems(path: Path, system: str | None = None) -> list[str]:
     return problems
 
 
+def _xtuner_file(relative: str):
+    """One module file of the installed XTuner, run as is but without `import xtuner`, whose
+    package __init__ pulls in torch and takes tens of seconds; these files need only mmengine."""
+    spec = importlib.util.find_spec("xtuner")
+    path = Path(spec.submodule_search_locations[0]) / relative
+    module_spec = importlib.util.spec_from_file_location(f"_kit_xtuner_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def xtuner_problems(path: Path, tokenizer: Path | None = None, max_length: int = 2048) -> list[str]:
     """Problems found by running the file through XTuner's own dataset map functions."""
     import datasets
-    from xtuner.dataset.map_fns import openai_map_fn, template_map_fn_factory
-    from xtuner.utils import PROMPT_TEMPLATE
 
+    openai_map_fn = _xtuner_file("dataset/map_fns/dataset_map_fns/openai_map_fn.py").openai_map_fn
+    template_map_fn_factory = _xtuner_file("dataset/map_fns/template_map_fn.py").template_map_fn_factory
+    internlm2_chat = _xtuner_file("utils/templates.py").PROMPT_TEMPLATE.internlm2_chat
     datasets.disable_progress_bars()
     problems = []
     with tempfile.TemporaryDirectory() as cache:
@@ -96,7 +109,7 @@ def xtuner_problems(path: Path, tokenizer: Path | None = None, max_length: int =
             return [f"{path}:1: Hugging Face `load_dataset('json')` (what XTuner uses) fails: "
                     f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"]
         data = data.map(openai_map_fn, remove_columns=data.column_names)
-        data = data.map(template_map_fn_factory(PROMPT_TEMPLATE.internlm2_chat))
+        data = data.map(template_map_fn_factory(internlm2_chat))
         encode = None
         if tokenizer is not None:
             from functools import partial

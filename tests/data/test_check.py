@@ -1,0 +1,58 @@
+"""`kit data check` on a corpus of broken files: the right FILE:LINE and reason, exit 1; valid: exit 0."""
+
+import json
+
+from kit_testing import run_kit
+
+SYSTEM = {"role": "system", "content": "你是猪八戒。"}
+
+
+def _line(*messages) -> bytes:
+    return json.dumps({"messages": list(messages)}, ensure_ascii=False).encode() + b"\n"
+
+
+GOOD = _line(SYSTEM, {"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "俺老猪是也。"})
+
+# (what is broken, the bad line's bytes, words the reason must contain)
+BROKEN = [
+    ("truncated JSON", GOOD[:-25] + b"\n", "not valid JSON"),
+    ("wrong role", _line(SYSTEM, {"role": "human", "content": "你好"},
+                         {"role": "assistant", "content": "嘿嘿"}), "unknown role 'human'"),
+    ("no final reply", _line(SYSTEM, {"role": "user", "content": "你好"}), "no final assistant reply"),
+    ("empty content", _line(SYSTEM, {"role": "user", "content": "你好"},
+                            {"role": "assistant", "content": "  "}), "empty content"),
+    ("invalid UTF-8", GOOD.replace("俺".encode(), b"\xff\xfe"), "not UTF-8"),
+    ("turns out of order", _line(SYSTEM, {"role": "assistant", "content": "嘿嘿"},
+                                 {"role": "assistant", "content": "哈哈"}), "expected a user turn"),
+    ("no system prompt", _line({"role": "user", "content": "你好"},
+                               {"role": "assistant", "content": "嘿嘿"}), "no system prompt"),
+]
+
+
+def test_check_names_the_line_of_every_problem(tmp_path):
+    # One file per problem, the bad line third of five, plus one file holding all of them.
+    for name, bad, reason in BROKEN:
+        path = tmp_path / f"{name.replace(' ', '_')}.jsonl"
+        path.write_bytes(GOOD * 2 + bad + GOOD * 2)
+        result = run_kit("data", "check", str(path))
+        assert result.returncode == 1, (name, result.stdout, result.stderr)
+        assert result.stdout.splitlines() == [result.stdout.splitlines()[0]], (name, result.stdout)
+        assert result.stdout.startswith(f"{path}:3: ") and reason in result.stdout, (name, result.stdout)
+
+
+def test_check_passes_a_valid_file_through_xtuner(tmp_path):
+    path = tmp_path / "good.jsonl"
+    path.write_bytes(GOOD * 3)
+    result = run_kit("data", "check", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "loads through XTuner" in result.stderr
+
+
+def test_check_against_the_persona_prompt(tmp_path):
+    from kit_testing import ROOT
+
+    path = tmp_path / "good.jsonl"
+    path.write_bytes(GOOD)
+    result = run_kit("data", "check", str(path), "--persona", str(ROOT / "datasets/bajie/persona.yaml"))
+    assert result.returncode == 1
+    assert f"{path}:1: system prompt differs from persona.yaml's" in result.stdout

@@ -1,0 +1,85 @@
+"""Extraction from a script and a novel passage written in other hands' styles: every line, nothing else."""
+
+import json
+
+from kit_testing import run_kit
+
+from kit.data.extract import detect_format, extract_lines
+
+SCRIPT = """\
+《碎玉轩》第一集 分场剧本
+第一场
+场景：碎玉轩　日
+（甄嬛坐在窗前绣花，浣碧端茶进来。）
+浣碧：小主，喝口茶歇歇吧。
+甄嬛（笑）：你倒是比我还操心。
+槿汐:小主，皇上今晚怕是要来。
+嬛嬛：知道了，去备些点心。
+皇上（画外音）：朕来看看你。
+甄嬛（起身，行礼）: 臣妾恭迎皇上。
+甄嬛：（叹气）罢了，随他去吧。
+【转场】
+甄嬛：这宫里的日子，一天比一天难熬了。
+浣碧：小主说的是。
+莞嫔：浣碧，你记着，在这宫里要谨言慎行。
+旁白：那一夜，碎玉轩的灯一直亮着。
+"""
+
+NOVEL = """\
+第五十回　呆子贪睡误了时辰
+
+却说那日天晚，师徒来到一座古庙，庙门上写着“观音禅院”四个大字。长老下马道：“徒弟，今晚就在此安歇。”\
+八戒闻言，喜得抓耳挠腮道：“好好好！老猪正困哩。”行者道：“呆子，先去打扫干净再睡。”
+
+那呆子嘟着嘴，扛起扫帚道：“猴哥又使唤俺。”又道：“扫完了可要先开饭。”沙僧笑八戒道：「二哥，你扫地时莫偷吃供果。」\
+八戒听得此言，丢了扫帚，跳将起来道：「兄弟休要冤枉好人！」
+
+到了半夜，行者见八戒睡得正香，拔一根毫毛，变作个蚊子，叮他一口。猪八戒翻身叫道：“哪里来的蚊子，咬杀我也！”\
+长老惊醒，问道：“悟能，何事喧哗？”悟能应道：“师父，没事没事，是个蚊子。”
+"""
+BAJIE = ["八戒", "猪八戒", "呆子", "悟能"]
+
+
+def test_script_finds_every_line_of_the_character_and_nothing_else():
+    lines, fmt = extract_lines(SCRIPT, ["甄嬛", "嬛嬛", "莞嫔"])
+    assert fmt == "script"
+    assert [(line.line, line.text) for line in lines] == [
+        (6, "你倒是比我还操心。"), (8, "知道了，去备些点心。"), (10, "臣妾恭迎皇上。"),
+        (11, "罢了，随他去吧。"), (13, "这宫里的日子，一天比一天难熬了。"),
+        (15, "浣碧，你记着，在这宫里要谨言慎行。")]
+    users = [line.user for line in lines]
+    # The utterance before (any other speaker), the stage direction when none, None after a scene break.
+    assert users == ["小主，喝口茶歇歇吧。", "小主，皇上今晚怕是要来。", "朕来看看你。", "朕来看看你。", None,
+                     "小主说的是。"]
+
+
+def test_novel_attributes_each_quote_to_its_speaker():
+    lines, fmt = extract_lines(NOVEL, BAJIE)
+    assert fmt == "novel"
+    assert [line.text for line in lines] == [
+        "好好好！老猪正困哩。", "猴哥又使唤俺。", "扫完了可要先开饭。", "兄弟休要冤枉好人！",
+        "哪里来的蚊子，咬杀我也！", "师父，没事没事，是个蚊子。"]
+    assert [line.user for line in lines] == [
+        "徒弟，今晚就在此安歇。", "呆子，先去打扫干净再睡。", "呆子，先去打扫干净再睡。",
+        "二哥，你扫地时莫偷吃供果。", "二哥，你扫地时莫偷吃供果。", "悟能，何事喧哗？"]
+
+
+def test_auto_format_tells_script_from_novel():
+    assert detect_format(SCRIPT) == "script"
+    assert detect_format(NOVEL) == "novel"
+
+
+def test_extract_command_writes_messages_with_the_persona_prompt(tmp_path):
+    src = tmp_path / "chapter.txt"
+    src.write_text(NOVEL, encoding="utf-8")
+    out = tmp_path / "lines.jsonl"
+    result = run_kit("data", "extract", str(src), "--character", "bajie", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    from kit.persona import persona_for
+
+    system = persona_for("bajie").system_prompt
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 6
+    assert all([m["role"] for m in r["messages"]] == ["system", "user", "assistant"] for r in rows)
+    assert {r["messages"][0]["content"] for r in rows} == {system}
+    assert rows[0]["messages"][2]["content"] == "好好好！老猪正困哩。"  # no quotation marks
