@@ -1,8 +1,35 @@
 """`kit merge`."""
 
-from kit.errors import NotBuiltYet
+from pathlib import Path
+
+import typer
+from rich.console import Console
 
 
-def merge():
+def merge(
+    run: str = typer.Argument(None, help="XTuner work dir (or a name under work_dirs/ or runs/); "
+                              "default: the run with the newest checkpoint."),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c",
+                                   help="e.g. iter_40.pth; default: the run's newest."),
+    base: Path = typer.Option(None, help="Base model folder; default: the one the run trained on."),
+    out: Path = typer.Option(None, "--out", "-o", help="Merged model folder; default: RUN/merged."),
+    adapter_out: Path = typer.Option(None, "--adapter-out",
+                                     help="PEFT adapter folder; default: RUN/adapter."),
+    dtype: str = typer.Option(None, help="fp16, bf16 or fp32; default: the base's dtype."),
+    device: str = typer.Option("auto", help="auto (GPU if it has room, else CPU), cuda or cpu."),
+    character: str = typer.Option(None, help="Whose persona goes into the chat template; "
+                                  "default: the recipe's `character`."),
+):
     """Newest checkpoint -> HF adapter -> merged HF model, verified, persona chat template."""
-    raise NotBuiltYet("kit merge", 5)
+    from kit.convert.locate import find_run
+    from kit.convert.merge import merge_run
+
+    console = Console()
+    work_dir = find_run(run)
+    console.rule(f"kit merge {work_dir}")
+    merged = merge_run(work_dir, base, adapter_out or work_dir / "adapter", out or work_dir / "merged",
+                       checkpoint=checkpoint, dtype=dtype, device=device, character=character,
+                       console=console)
+    console.print(f"[green]merged model:[/] {merged}  (model card: {merged / 'README.md'})\n"
+                  f"[green]adapter:[/] {adapter_out or work_dir / 'adapter'}\n"
+                  f"next: kit serve --tuned {merged}")

@@ -1,10 +1,214 @@
-"""Checkpoint -> HF adapter -> merged model, verified."""
+"""Checkpoint -> HF adapter -> merged model, verified.
 
+merge_run is the whole of `kit merge`: both outputs are built in scratch folders beside their final
+places and swapped in only when every check passed, so a failure at any step (a corrupt checkpoint,
+a mismatched base, a full disk, a failed check) leaves no half-written model and keeps the old one.
+"""
+
+import gc
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.errors import NotBuiltYet
+from rich.console import Console
+
+from kit import atomic
+from kit.convert import adapter as adapter_mod
+from kit.convert import card, locate, template, verify
+from kit.errors import KitError
+from kit.persona import load_persona, persona_for
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# The model's weights take about this many times their size in (GPU) memory while merging and checking.
+MEMORY_FACTOR = 2.5
 
 
-def merge_run(work_dir: Path, base: Path, adapter_out: Path, merged_out: Path) -> Path:
-    """Convert the newest checkpoint of work_dir and merge it into base; return merged_out."""
-    raise NotBuiltYet("kit merge", 5)
+@dataclass
+class Merge:
+    """What one merge used and measured; the model card and kit_merge.json are written from it."""
+
+    work_dir: Path
+    checkpoint: Path
+    config: Path
+    base: Path
+    dtype: str
+    device: str
+    persona: object
+    data_dir: Path | None
+    lora: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+
+
+def _persona(cfg, character: str | None):
+    if character:
+        return persona_for(character)
+    persona_file = cfg.get("persona_file")
+    if persona_file and Path(persona_file).is_file():
+        return load_persona(persona_file)
+    if cfg.get("character"):
+        return persona_for(cfg.character)
+    raise KitError("the run's config names no character",
+                   "pass --character NAME (a folder under datasets/ with persona.yaml)")
+
+
+def _data_dir(cfg) -> Path | None:
+    """The folder of the run's training data (its card.json goes into the model card)."""
+    if cfg.get("data_dir"):
+        return Path(cfg.data_dir)
+    files = cfg.get("data_files")
+    files = [files] if isinstance(files, str) else files or []
+    return Path(files[0]).parent if files else None
+
+
+def _dtype(base: Path, requested: str | None) -> str:
+    if requested is None:  # the base's own dtype: InternLM2-Chat-1.8B ships bf16, the tiny model fp32
+        stored = json.loads((base / "config.json").read_text(encoding="utf-8")).get("torch_dtype")
+        return stored if stored in DTYPES.values() else "float32"
+    if requested not in DTYPES:
+        raise KitError(f"unknown --dtype {requested}", f"use one of {', '.join(DTYPES)}")
+    return DTYPES[requested]
+
+
+def _device(requested: str, base: Path, console: Console) -> str:
+    import torch
+
+    if requested != "auto":
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise KitError("--device cuda but torch sees no GPU", "use --device cpu (or auto)")
+        return requested
+    if not torch.cuda.is_available():
+        return "cpu"
+    need = MEMORY_FACTOR * sum(p.stat().st_size for p in base.glob("*.safetensors"))
+    need = need or MEMORY_FACTOR * sum(p.stat().st_size for p in base.glob("*.bin"))
+    free = torch.cuda.mem_get_info()[0]
+    if free < need:
+        console.print(f"  GPU has {free / 2**30:.1f} GiB free, the merge needs ~{need / 2**30:.1f}: "
+                      "merging on CPU")
+        return "cpu"
+    return "cuda"
+
+
+def _shareable(folder: Path) -> None:
+    """Scratch folders are owner-only (mkdtemp); a model folder is read by servers, maybe as another user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _check_base(base: Path) -> None:
+    if not (base / "config.json").is_file():
+        raise KitError(f"base model {base} has no config.json",
+                       "pass the Hugging Face folder of the model the run trained on with --base")
+
+
+def _merge_weights(m: Merge, adapter_dir: Path, out: Path) -> dict:
+    """Merge the adapter into the base and save it; return the probes and their PEFT logits."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, m.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(m.base, trust_remote_code=True)
+    tokenizer.chat_template = template.persona_chat_template(m.persona.system_prompt)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}],
+                                             add_generation_prompt=True)
+               for q in m.persona.probe_questions[:3]]
+    model = AutoModelForCausalLM.from_pretrained(m.base, torch_dtype=dtype, trust_remote_code=True,
+                                                 low_cpu_mem_usage=True).to(m.device)
+    peft_model = PeftModel.from_pretrained(model, adapter_dir)
+    peft_model.eval()
+    reference = verify.logits(peft_model, prompts)
+    with peft_model.disable_adapter():
+        base_logits = verify.logits(peft_model, prompts)
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True, max_shard_size="2GB")
+    tokenizer.save_pretrained(out)
+    # InternLM2-Chat ends a turn with <|im_end|>: stop on it as well as on </s>.
+    generation = merged.generation_config
+    eos = generation.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    generation.eos_token_id = list(dict.fromkeys(eos + [tokenizer.convert_tokens_to_ids("<|im_end|>")]))
+    generation.save_pretrained(out)
+    # save_pretrained copies the remote code it imported; copy the rest (e.g. the tokenizer's) too.
+    for code in m.base.glob("*.py"):
+        if not (out / code.name).exists():
+            shutil.copy(code, out / code.name)
+    effect = verify.max_difference(reference, base_logits)
+    del model, peft_model, merged
+    gc.collect()
+    return {"prompts": prompts, "reference": reference, "adapter_effect": effect}
+
+
+def _verify(m: Merge, out: Path, probes: dict, console: Console) -> None:
+    """Load the merged folder as a user would (plain transformers) and check it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, m.dtype)
+    model = AutoModelForCausalLM.from_pretrained(out, torch_dtype=dtype, trust_remote_code=True,
+                                                 low_cpu_mem_usage=True).to(m.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    m.checks["logits"] = verify.check_logits(verify.logits(model, probes["prompts"]),
+                                             probes["reference"], dtype)
+    m.checks["logits"]["adapter_effect"] = probes["adapter_effect"]
+    if probes["adapter_effect"] <= m.checks["logits"]["tolerance"]:
+        console.print("  [yellow]the adapter barely changes the base's logits: was it trained long "
+                      "enough? (the logit check cannot tell merged from base here)[/]")
+    m.checks["template_conversations"] = template.check_template(tokenizer, m.persona)
+    question = m.persona.probe_questions[0]
+    m.checks["generation"] = {"question": question,
+                              "answer": verify.generate(model, tokenizer, question)}
+    del model
+    gc.collect()
+
+
+def merge_run(work_dir: Path, base: Path | None, adapter_out: Path, merged_out: Path, *,
+              checkpoint: str | Path | None = None, dtype: str | None = None, device: str = "auto",
+              character: str | None = None, console: Console | None = None) -> Path:
+    """Convert the newest (or chosen) checkpoint of work_dir, merge it into base; return merged_out.
+
+    base None means the base the run trained on (the config's pretrained_model_name_or_path).
+    """
+    console = console or Console()
+    work_dir = Path(work_dir)
+    ckpt = locate.find_checkpoint(work_dir, checkpoint)
+    config = locate.find_config(work_dir)
+    cfg = adapter_mod.load_config(config)
+    base = Path(base or cfg.model.llm.pretrained_model_name_or_path).resolve()
+    _check_base(base)
+    m = Merge(work_dir=work_dir, checkpoint=ckpt, config=config, base=base,
+              dtype=_dtype(base, dtype), device=_device(device, base, console),
+              persona=_persona(cfg, character), data_dir=_data_dir(cfg))
+    console.print(f"  run {work_dir} · checkpoint {ckpt.name} · base {base} · "
+                  f"{m.dtype} on {m.device} · persona {m.persona.name}")
+    start = time.monotonic()
+    try:
+        with atomic.staged_dir(Path(adapter_out)) as a_stage, \
+                atomic.staged_dir(Path(merged_out)) as m_stage:
+            console.print("  · adapter: XTuner pth_to_hf")
+            m.lora = adapter_mod.export_adapter(config, ckpt, base, a_stage)
+            console.print("  · merge: base + adapter, tokenizer with the persona chat template")
+            probes = _merge_weights(m, a_stage, m_stage)
+            console.print("  · verify: logits vs PEFT, chat template vs XTuner, a generation")
+            _verify(m, m_stage, probes, console)
+            card.write(m, m_stage, adapter_out=Path(adapter_out), merged_out=Path(merged_out))
+            card.write_adapter_readme(m, a_stage, Path(adapter_out), Path(merged_out))
+            _shareable(a_stage)
+            _shareable(m_stage)
+    except OSError as e:
+        raise KitError(f"merge stopped on a file error, nothing was kept: {e}",
+                       "check free disk space and write permission of "
+                       f"{Path(merged_out).parent}") from e
+    logit = m.checks["logits"]
+    console.print(f"  logits: max |merged − (base+adapter)| = {logit['max_abs_diff']:.2e} "
+                  f"(allowed {logit['tolerance']:.1e}; the adapter itself moves them by "
+                  f"{logit['adapter_effect']:.2e})")
+    console.print(f"  chat template = XTuner internlm2_chat on {m.checks['template_conversations']} "
+                  f"conversations · {time.monotonic() - start:.1f}s")
+    console.print(f"  sample: {m.checks['generation']['question']} → "
+                  f"{m.checks['generation']['answer']!r}")
+    return Path(merged_out)

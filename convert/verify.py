@@ -1,0 +1,44 @@
+"""Checks a merged model must pass before it is kept: logits, chat template, a generation."""
+
+import torch
+
+from kit.errors import KitError
+
+# Largest |merged - (base + adapter)| logit difference allowed, as a fraction of the largest |logit|:
+# merging rounds W + BA to the target dtype once, so the bound follows that dtype's precision.
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+@torch.no_grad()
+def logits(model, prompts: list[list[int]]) -> list[torch.Tensor]:
+    device = next(model.parameters()).device
+    return [model(torch.tensor([ids], device=device)).logits[0].float().cpu() for ids in prompts]
+
+
+def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+
+def check_logits(merged: list[torch.Tensor], reference: list[torch.Tensor], dtype) -> dict:
+    """merged vs base+adapter (PEFT, unmerged): within the dtype's tolerance, or a KitError."""
+    scale = max(1.0, max(r.abs().max().item() for r in reference))
+    diff, bound = max_difference(merged, reference), TOLERANCE[dtype] * scale
+    if not diff <= bound:  # also catches NaN
+        raise KitError(f"merged model's logits differ from base + adapter by {diff:.3g} "
+                       f"(allowed {bound:.3g} in {str(dtype).removeprefix('torch.')})",
+                       "the merge is wrong: try --dtype fp32, and check that --base is the model "
+                       "the run trained on")
+    return {"max_abs_diff": diff, "tolerance": bound}
+
+
+@torch.no_grad()
+def generate(model, tokenizer, question: str, max_new_tokens: int = 16) -> str:
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                           add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True).to(next(model.parameters()).device)
+    try:
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    except Exception as e:
+        raise KitError(f"the merged model cannot generate ({type(e).__name__}: {e})",
+                       "check the generation_config.json and the remote code of the base") from e
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

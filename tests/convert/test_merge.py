@@ -1,0 +1,82 @@
+"""kit merge on a real (tiny) XTuner LoRA run: the merged folder is checked here independently of
+kit's own verification, with plain transformers, PEFT and XTuner's encoder."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from kit.persona import persona_for
+
+
+@pytest.fixture(scope="session")
+def merged(tiny_run, tmp_path_factory):
+    from kit.convert.merge import merge_run
+
+    out = tmp_path_factory.mktemp("merge")
+    merge_run(tiny_run["work"], tiny_run["base"], out / "adapter", out / "merged")
+    return {**tiny_run, "adapter": out / "adapter", "merged": out / "merged"}
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
+
+
+def test_merged_equals_base_plus_adapter(merged):
+    tok = AutoTokenizer.from_pretrained(merged["merged"])
+    model = AutoModelForCausalLM.from_pretrained(merged["merged"], trust_remote_code=True)
+    base = AutoModelForCausalLM.from_pretrained(merged["base"], trust_remote_code=True)
+    with_adapter = PeftModel.from_pretrained(base, merged["adapter"])
+    for text in ["俺老猪饿了，师父", "Hello, who are you?"]:
+        ids = tok.encode(text)
+        expected = _logits(with_adapter, ids)
+        assert torch.allclose(_logits(model, ids), expected, atol=1e-4)
+        with with_adapter.disable_adapter():  # the adapter does change something
+            assert (_logits(with_adapter, ids) - expected).abs().max() > 1e-2
+
+
+def test_folder_is_self_contained(merged):
+    folder = merged["merged"]
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
+                 "modeling_internlm2.py", "configuration_internlm2.py", "README.md"):
+        assert (folder / name).is_file(), name
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert 4 in generation["eos_token_id"] and 2 in generation["eos_token_id"]  # <|im_end|>, </s>
+    assert json.loads((folder / "config.json").read_text())["torch_dtype"] == "float32"
+    assert not list(folder.parent.glob(".*partial*")), "a scratch folder was left behind"
+
+
+def test_chat_template_is_the_training_format(merged):
+    """Three turns without a system message == XTuner's encoding of the persona + the same turns."""
+    from xtuner.dataset.map_fns import openai_map_fn, template_map_fn_factory
+    from xtuner.dataset.utils import encode_fn
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    persona = persona_for("bajie")
+    tok = AutoTokenizer.from_pretrained(merged["merged"])
+    turns = []
+    for q, a in zip(persona.probe_questions[3:6], persona.catchphrases):
+        turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    example = openai_map_fn({"messages": [{"role": "system", "content": persona.system_prompt}, *turns]})
+    example = template_map_fn_factory(PROMPT_TEMPLATE.internlm2_chat)(example)
+    expected = encode_fn(example, tok, max_length=4096)["input_ids"]
+    assert tok.apply_chat_template(turns) == expected
+    text = tok.apply_chat_template(turns[:1], tokenize=False, add_generation_prompt=True)
+    assert persona.system_prompt in text and text.endswith("<|im_start|>assistant\n")
+    own = tok.apply_chat_template([{"role": "system", "content": "别的角色"}, *turns[:1]], tokenize=False)
+    assert persona.system_prompt not in own and "别的角色" in own
+
+
+def test_model_card_and_record(merged):
+    card = (merged["merged"] / "README.md").read_text(encoding="utf-8")
+    for needle in (str(merged["base"]), "tiny_lora.py", "iter_4.pth", "- r: 8", "lora_alpha: 16",
+                   "UTC", "lmdeploy serve api_server", "--adapters bajie=", "kit serve", "猪八戒"):
+        assert needle in card, needle
+    record = json.loads((merged["merged"] / "kit_merge.json").read_text(encoding="utf-8"))
+    assert record["base"] == str(merged["base"]) and record["checkpoint"] == "iter_4.pth"
+    assert record["checks"]["logits"]["max_abs_diff"] <= record["checks"]["logits"]["tolerance"]
+    adapter_card = (merged["adapter"] / "README.md").read_text(encoding="utf-8")
+    assert "PeftModel.from_pretrained" in adapter_card
