@@ -77,6 +77,58 @@ def lab2(ctx: Ctx) -> list[Finding]:
             attempt("dataset card", lambda: data_card(ctx), build)]
 
 
+def train_fix(ctx: Ctx) -> str:
+    return ctx.fix(3, f"KIT_VARIANT=cpu KIT_BASE_MODEL={ctx.base} KIT_DATA_DIR={ctx.workdir}/data "
+                      f"xtuner train recipes/{ctx.character}.py --work-dir {ctx.workdir}/work")
+
+
+def trained(ctx: Ctx) -> str:
+    from kit.train.run import checkpoints
+
+    found = checkpoints(need(ctx.workdir / "work", train_fix(ctx)))
+    if not found:
+        raise Missing(f"no iter_N.pth checkpoint in {ctx.workdir / 'work'}", train_fix(ctx))
+    return ", ".join(p.name for p in found)
+
+
+def loss_falls(ctx: Ctx) -> str:
+    from kit.train.report import loss_history
+
+    losses = [loss for _, loss in loss_history(ctx.workdir / "work")]
+    if len(losses) < 4:
+        raise Missing(f"{len(losses)} logged losses in {ctx.workdir / 'work'}", train_fix(ctx))
+    k = max(1, len(losses) // 5)
+    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    if not last < first:
+        raise Missing(f"loss did not fall: {first:.3f} → {last:.3f}", "check lr and data (lab 3, common errors)")
+    return f"{first:.3f} → {last:.3f} over {len(losses)} logged iterations"
+
+
+def chat_samples(ctx: Ctx) -> str:
+    from kit.train.report import sample_table
+
+    questions, steps, _ = sample_table(ctx.workdir / "work")
+    if len(steps) < 2:
+        raise Missing(f"EvaluateChatHook samples for {len(steps)} checkpoint(s) in {ctx.workdir / 'work'}/samples",
+                      train_fix(ctx))
+    return f"{len(questions)} probe questions answered at iterations {', '.join(map(str, steps))}"
+
+
+def lab3(ctx: Ctx) -> list[Finding]:
+    fix = train_fix(ctx)
+    return [attempt("XTuner checkpoints in work/", lambda: trained(ctx), fix),
+            attempt("training loss falls", lambda: loss_falls(ctx), fix),
+            attempt("EvaluateChatHook samples per checkpoint", lambda: chat_samples(ctx), fix)]
+
+
+def lab4(ctx: Ctx) -> list[Finding]:
+    from kit.labs.merge_check import merge_findings
+    from kit.persona import persona_for
+
+    fix = ctx.fix(4, f"kit merge {ctx.workdir}/work --adapter-out {ctx.workdir}/adapter -o {ctx.workdir}/merged")
+    return merge_findings(ctx.base, ctx.workdir / "adapter", ctx.workdir / "merged", persona_for(ctx.character), fix)
+
+
 def quantized(ctx: Ctx) -> Finding:
     import torch
 
@@ -104,7 +156,56 @@ def lab5(ctx: Ctx) -> list[Finding]:
                     answers, serve), quantized(ctx)]
 
 
-LABS = {0: lab0, 1: lab1, 2: lab2, 5: lab5}
+def eval_fix(ctx: Ctx) -> str:
+    return ctx.fix(6, f"kit eval --base {ctx.base} --tuned {ctx.workdir}/merged --character {ctx.character} "
+                      f"--eval-file {ctx.workdir}/data/eval.jsonl --out {ctx.workdir}/eval")
+
+
+def report_metrics(ctx: Ctx) -> dict:
+    path = need(ctx.workdir / "eval" / "report.json", eval_fix(ctx))
+    metrics = json.loads(path.read_text(encoding="utf-8")).get("metrics") or {}
+    lacking = [name for name, entry in metrics.items() if not {"base", "tuned"} <= set(entry)]
+    if not metrics or lacking:
+        raise Missing(f"{path}: metrics without base and tuned entries: {lacking or 'all'}", eval_fix(ctx))
+    return metrics
+
+
+def report_has_both(ctx: Ctx) -> str:
+    metrics = report_metrics(ctx)
+    shown = [f"{name} {_num(m['base'])}→{_num(m['tuned'])}" for name, m in metrics.items()]
+    return "; ".join(shown)
+
+
+def persona_took(ctx: Ctx) -> str:
+    ppl = report_metrics(ctx).get("heldout_perplexity") or {}
+    base, tuned = ppl.get("base"), ppl.get("tuned")
+    if base is None or tuned is None:
+        raise Missing("report.json has no held-out perplexity for both models", eval_fix(ctx))
+    if not tuned < base:
+        raise Missing(f"held-out perplexity did not fall: base {base:.2f}, tuned {tuned:.2f}",
+                      "the persona did not take: train longer or on more data (labs 2–3), then merge and eval again")
+    return f"held-out perplexity {base:.2f} → {tuned:.2f}"
+
+
+def charts(ctx: Ctx) -> str:
+    pngs = sorted(p.name for p in (ctx.workdir / "eval").glob("*.png"))
+    if not pngs:
+        raise Missing(f"no PNG chart in {ctx.workdir / 'eval'}", eval_fix(ctx))
+    return ", ".join(pngs)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def lab6(ctx: Ctx) -> list[Finding]:
+    fix = eval_fix(ctx)
+    return [attempt("eval/report.json has base and tuned for every metric", lambda: report_has_both(ctx), fix),
+            attempt("tuned speaks more like the character (held-out perplexity)", lambda: persona_took(ctx), fix),
+            attempt("report charts", lambda: charts(ctx), fix)]
+
+
+LABS = {0: lab0, 1: lab1, 2: lab2, 3: lab3, 4: lab4, 5: lab5, 6: lab6}
 
 
 def run_lab_check(n: int, workdir: Path, character: str) -> list[Finding]:

@@ -28,3 +28,4 @@ def chat_once(tokenizer, model, system: str, question: str, max_new_tokens: int 
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
