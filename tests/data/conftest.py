@@ -1,7 +1,7 @@
 """A real OpenAI-compatible server on 127.0.0.1 (random port) that misbehaves on purpose.
 
-Faults are chosen per request key (the hash kit sends the same way each time), on that key's first
-attempt only: 429 with Retry-After, 500, a 200 with a broken JSON body, a stall past the client's
+Faults are dealt in turn to new request keys (the hash kit sends the same way each time), on a key's
+first attempt only: 429 with Retry-After, 500, a 200 with a broken JSON body, a stall past the client's
 timeout. Finished answers are valid dialogues, dialogues in ```json fences with trailing commas, text
 that is not JSON at all, or near copies of one another. Every request is logged for the assertions.
 """
@@ -30,21 +30,23 @@ class ServerLog:
     latency: tuple[float, float] = (0.15, 0.35)
     stall: float = 3.0  # seconds: longer than the client timeout the tests use
     attempts: Counter = field(default_factory=Counter)  # key -> requests received
+    nth: dict = field(default_factory=dict)  # key -> order of its first arrival
     finished: Counter = field(default_factory=Counter)  # key -> well-formed 200 answers sent
     faults: Counter = field(default_factory=Counter)  # fault kind -> count
     order: list = field(default_factory=list)  # (key, outcome) in arrival order
     bad_auth: int = 0
 
 
-def fault_for(key: str, attempt: int) -> str | None:
-    if attempt > 1:
-        return None
-    h = int(key[:8], 16)
-    return {0: "429", 1: "500", 2: "broken body", 3: "stall"}.get(h % 9)
+FAULTS = (None, "429", None, "500", None, "broken body", None, "stall", None)
 
 
-def answer_for(key: str) -> str:
-    h = int(key[8:16], 16)
+def fault_for(nth: int, attempt: int) -> str | None:
+    """The fault for the nth distinct key (0-based) on its first attempt."""
+    return FAULTS[nth % len(FAULTS)] if attempt == 1 else None
+
+
+def answer_for(key: str, nth: int) -> str:
+    h = nth + 5  # kinds dealt in turn too, offset from the faults
     rng = random.Random(key)
     if h % 10 == 0:
         return "抱歉，这个请求我写不了。"  # not JSON at all
@@ -73,8 +75,9 @@ def make_app(log: ServerLog) -> FastAPI:
         body = await request.json()
         key = request_key(body)
         log.attempts[key] += 1
+        nth = log.nth.setdefault(key, len(log.nth))
         await asyncio.sleep(random.uniform(*log.latency))
-        fault = fault_for(key, log.attempts[key])
+        fault = fault_for(nth, log.attempts[key])
         log.order.append((key, fault or "ok"))
         if fault:
             log.faults[fault] += 1
@@ -92,7 +95,7 @@ def make_app(log: ServerLog) -> FastAPI:
         return {"id": "chatcmpl-" + key[:8], "object": "chat.completion", "created": int(time.time()),
                 "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": answer_for(key)}}],
+                             "message": {"role": "assistant", "content": answer_for(key, nth)}}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}}
 
     return app

@@ -1,0 +1,111 @@
+"""`kit data generate` against a real OpenAI-compatible server on loopback (tests/data/conftest.py).
+
+The server answers with latency, 429s, 500s, broken bodies, stalls past the timeout, non-JSON and
+near-duplicate dialogues; the generator is SIGKILLed mid-run and run again.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kit_testing import ROOT, run_kit
+
+from kit.data.check import line_problems
+from kit.data.dialogue_json import parse_dialogue
+from kit.persona import persona_for
+
+N = 24
+
+
+def _args(base_url: str, out: Path, *extra: str) -> list[str]:
+    return ["data", "generate", "--persona", str(ROOT / "datasets/bajie/persona.yaml"), "-n", str(N),
+            "--base-url", base_url, "--model", "test-model", "-o", str(out), "--concurrency", "4",
+            "--timeout", "1", *extra]
+
+
+def _cache_keys(path: Path) -> list[str]:
+    keys = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            keys.append(json.loads(line)["key"])
+        except json.JSONDecodeError:
+            pass  # the line being written when the process died
+    return keys
+
+
+def test_killed_mid_run_then_resumed_loses_and_repeats_nothing(openai_server, tmp_path):
+    base_url, log = openai_server
+    out, cache = tmp_path / "dialogues.jsonl", tmp_path / "dialogues.jsonl.cache.jsonl"
+    env = {**os.environ, "OPENAI_API_KEY": log.api_key}
+    kit = Path(sys.executable).parent / "kit"
+    proc = subprocess.Popen([str(kit), *_args(base_url, out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (cache.exists() and len(_cache_keys(cache)) >= 8):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "generator made no progress"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before = set(_cache_keys(cache))
+    arrivals_before = len(log.order)
+    assert not out.exists(), "a killed run must not leave an output file"
+
+    result = run_kit(*_args(base_url, out), env={"OPENAI_API_KEY": log.api_key}, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+
+    # No finished call was sent again; within the second run nothing finished twice.
+    second_run = [key for key, _ in log.order[arrivals_before:]]
+    assert not finished_before & set(second_run)
+    ok_twice = [k for k, n in log.finished.items() if n > 1]
+    assert len(ok_twice) <= 4, ok_twice  # at most the calls in flight at the moment of the kill
+    keys = _cache_keys(cache)
+    assert len(keys) == len(set(keys)), "cache holds a call twice"
+    # Every fault happened and was survived; the key never reached disk or output.
+    assert set(log.faults) == {"429", "500", "broken body", "stall"}, log.faults
+    assert log.bad_auth == 0
+    for text in (cache.read_text(encoding="utf-8"), out.read_text(encoding="utf-8"),
+                 result.stdout, result.stderr):
+        assert log.api_key not in text
+
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == N
+    replies = ["\n".join(m["content"] for m in r["messages"] if m["role"] == "assistant") for r in rows]
+    assert len(set(replies)) == N
+    assert sum("十个大馒头" in r for r in replies) <= 1, "near duplicates kept"
+    assert all(r["messages"][0]["role"] == "system" and r["messages"][-1]["role"] == "assistant"
+               for r in rows)
+    assert line_problems(out, persona_for("bajie").system_prompt) == []
+
+
+def test_token_cap_stops_sending(openai_server, tmp_path):
+    base_url, log = openai_server
+    log.latency = (0.0, 0.01)
+    out = tmp_path / "capped.jsonl"
+    # Each finished call costs 150 tokens at the server; a cap of 600 allows 4 (+ the 4 in flight).
+    result = run_kit(*_args(base_url, out, "--max-total-tokens", "600", "--price-in", "2",
+                            "--price-out", "8"), env={"OPENAI_API_KEY": log.api_key}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert 4 <= sum(log.finished.values()) <= 8
+    assert "token cap 600 reached" in result.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) < N
+
+
+def test_parse_dialogue_accepts_the_usual_shapes_and_rejects_the_rest():
+    names = {"猪八戒", "八戒"}
+    fenced = '好的\n```json\n{"dialogue": [{"role": "user", "content": "饿吗"},\n {"role": "八戒", "content": "饿！"},]}\n```'
+    assert parse_dialogue(fenced, names) == [("饿吗", "饿！")]
+    pairs = '[{"user": "你是谁", "assistant": "俺老猪"}, {"user": "去哪", "assistant": "西天"}]'
+    assert parse_dialogue(pairs, names) == [("你是谁", "俺老猪"), ("去哪", "西天")]
+    for bad in ("对不起，我不能写。", '{"dialogue": [{"role": "user", "content": "只有提问"}]}',
+                '{"dialogue": [{"role": "旁白", "content": "夜深了"}]}'):
+        try:
+            parse_dialogue(bad, names)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
