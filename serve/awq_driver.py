@@ -26,6 +26,18 @@ def local_loader(texts: list[str]):
     return get_calib_loaders, stats
 
 
+def list_tied_keys_to_dict(load):
+    """transformers 5 wants `_tied_weights_keys` as a dict and save_pretrained fails on the list that
+    InternLM2's remote code (written for 4.x) declares. Our models tie nothing: give it an empty dict."""
+    def wrapped(*args, **kwargs):
+        model = load(*args, **kwargs)
+        if isinstance(getattr(model, "_tied_weights_keys", None), list) and \
+                not getattr(model.config, "tie_word_embeddings", False):
+            model._tied_weights_keys = {}
+        return model
+    return wrapped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -43,6 +55,7 @@ def main() -> None:
 
     texts = json.loads(Path(args.calib).read_text(encoding="utf-8"))
     calibrate_module.get_calib_loaders, stats = local_loader(texts)
+    calibrate_module.load_hf_from_pretrained = list_tied_keys_to_dict(calibrate_module.load_hf_from_pretrained)
     torch.cuda.reset_peak_memory_stats()
     start = time.monotonic()
     # The dataset name only passes LMDeploy's argument check: our loader ignores it.

@@ -1,0 +1,78 @@
+"""Check OpenAI-compatible endpoints with the official `openai` client and time them.
+
+  python bench/serve_client.py URL=MODEL [URL=MODEL…] [--concurrency 32] [--max-tokens 128]
+For each model: a plain and a streamed answer, the persona check (a request without a system prompt
+must cost as many prompt tokens as one with the persona's), and N concurrent streams. Prints JSON.
+"""
+
+import argparse
+import asyncio
+import json
+import time
+
+import openai
+
+PERSONA_PROBE = "你是谁？"
+
+
+def check(url: str, model: str, system: str | None, max_tokens: int) -> dict:
+    c = openai.OpenAI(base_url=url, api_key="none", timeout=300, max_retries=0)
+    user = [{"role": "user", "content": PERSONA_PROBE}]
+    t = time.monotonic()
+    plain = c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0)
+    plain_s = time.monotonic() - t
+    t, first, parts = time.monotonic(), None, []
+    for ch in c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0,
+                                        stream=True):
+        if ch.choices and ch.choices[0].delta.content:
+            first = first or time.monotonic() - t
+            parts.append(ch.choices[0].delta.content)
+    result = {"model": model, "url": url, "plain_s": round(plain_s, 3),
+              "completion_tokens": plain.usage.completion_tokens, "prompt_tokens": plain.usage.prompt_tokens,
+              "tok_per_s_single": round(plain.usage.completion_tokens / plain_s, 1),
+              "finish_reason": plain.choices[0].finish_reason, "stream_chunks": len(parts),
+              "stream_first_token_s": round(first, 3) if first else None,
+              "plain_equals_stream": "".join(parts) == plain.choices[0].message.content}
+    if system:
+        explicit = c.chat.completions.create(model=model, messages=[{"role": "system", "content": system}] + user,
+                                             max_tokens=1, temperature=0)
+        result["persona_default_applied"] = explicit.usage.prompt_tokens == plain.usage.prompt_tokens
+    return result
+
+
+async def concurrent(url: str, model: str, n: int, max_tokens: int) -> dict:
+    c = openai.AsyncOpenAI(base_url=url, api_key="none", timeout=600, max_retries=0)
+
+    async def one(i):
+        stream = await c.chat.completions.create(model=model, messages=[{"role": "user", "content": f"问题{i}"}],
+                                                 max_tokens=max_tokens, temperature=0.8, stream=True,
+                                                 stream_options={"include_usage": True})
+        tokens = 0
+        async for ch in stream:
+            if ch.usage:
+                tokens = ch.usage.completion_tokens
+        return tokens
+
+    t = time.monotonic()
+    tokens = await asyncio.gather(*(one(i) for i in range(n)))
+    s = time.monotonic() - t
+    return {"concurrent_streams": n, "concurrent_s": round(s, 2), "concurrent_tokens": sum(tokens),
+            "concurrent_tok_per_s": round(sum(tokens) / s, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("targets", nargs="+", help="URL=MODEL")
+    p.add_argument("--system", default=None, help="persona system prompt to compare against")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=128)
+    a = p.parse_args()
+    for target in a.targets:
+        url, model = target.rsplit("=", 1)
+        r = check(url, model, a.system, a.max_tokens)
+        r |= asyncio.run(concurrent(url, model, a.concurrency, a.max_tokens))
+        print(json.dumps(r, ensure_ascii=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
