@@ -1,0 +1,264 @@
+"""Stock XTuner QLoRA vs kit.train.fast, same GPU run, same model shape, same packed data.
+
+Both sides run through XTuner's real loop (`python -m xtuner.tools.train CONFIG`). The stock config
+is XTuner's own internlm2_chat_1_8b_qlora_custom_sft_e1.py file, unchanged except for what a bench
+must set (model and data paths, max_iters, seed, no sample generation or checkpoints, the
+measuring hook). Ours is that config plus the lines FAST_OVERRIDES prints: the recipe change.
+
+    python bench/train_throughput.py --out DIR [--variants stock ours:b=4 ...] [--iters N]
+    python bench/train_throughput.py --cpu-smoke --out DIR     # tiny model, LoRA fp32: plumbing only
+
+A variant is LABEL[:key=val...]; keys: b (packed rows per step), ckpt (checkpointed layers),
+liger (0: without liger-kernel on the path), cap (GPU memory fraction), iters, profile (1: dump
+torch.profiler's top kernels). Labels starting with "stock" run the stock config.
+Prints a table; writes DIR/train_throughput.json (keys ratio, peak_mem_ours, peak_mem_stock, ...).
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from build_1p8b_shape import build_1p8b_shape  # noqa: E402
+
+STOCK_CONFIG = "configs/custom_dataset/sft/internlm/internlm2_chat_1_8b_qlora_custom_sft_e1.py"
+ROWS_PER_STOCK_STEP = 16  # stock: batch 1 x 16 accumulation
+
+# What a bench run sets on either side. Mutations after the stock file's own assignments.
+COMMON_OVERRIDES = """
+from kit.train.fast import MemoryCapHook, ThroughputHook
+pretrained_model_name_or_path = {model!r}
+tokenizer['pretrained_model_name_or_path'] = {model!r}
+model['llm']['pretrained_model_name_or_path'] = {model!r}
+train_dataset['dataset']['data_files'] = [{data!r}]
+train_dataset['shuffle_before_pack'] = False  # identical packed rows in every run (the loss check)
+train_dataset['map_num_proc'] = 8
+train_cfg = dict(type=TrainLoop, max_iters={iters})
+custom_hooks = [dict(type=ThroughputHook, out={result!r}, warmup={warmup}, profile_iters={profile})]
+default_hooks['checkpoint'] = dict(type=CheckpointHook, interval=10**9, save_last=False)
+randomness = dict(seed=0, deterministic=False)
+# A flat LR: the stock warmup spans 3% of an epoch, which rounds to zero iterations on bench data.
+from mmengine.optim import ConstantLR
+param_scheduler = [dict(type=ConstantLR, factor=1.0, by_epoch=False, begin=0, end=10**9)]
+"""
+
+# The recipe change: the same model, LoRA and loss, run by kit.train.fast.
+FAST_OVERRIDES = """
+from kit.train.fast import FastSupervisedFinetune, packed_collate_fn
+model['type'] = FastSupervisedFinetune
+model['checkpoint_layers'] = {ckpt}
+model['llm']['torch_dtype'] = torch.bfloat16
+model['llm']['quantization_config']['bnb_4bit_compute_dtype'] = torch.bfloat16
+train_dataset['use_varlen_attn'] = True  # keeps the document boundaries of packed rows
+train_dataloader['batch_size'] = {b}  # packed rows per step, flattened into one varlen row
+train_dataloader['collate_fn'] = dict(type=packed_collate_fn)
+optim_wrapper['accumulative_counts'] = {accum}  # still 16 rows per optimizer step
+optim_wrapper['dtype'] = 'bfloat16'
+"""
+
+# --cpu-smoke: the tiny model has no 4-bit path on CPU; plain LoRA in fp32 checks the plumbing.
+CPU_OVERRIDES = """
+from mmengine.optim import OptimWrapper
+model['llm']['quantization_config'] = None
+model['llm']['torch_dtype'] = torch.float32
+optim_wrapper = dict(type=OptimWrapper, optimizer=optim_wrapper['optimizer'],
+                     clip_grad=optim_wrapper['clip_grad'], accumulative_counts=optim_wrapper['accumulative_counts'])
+max_length = 256
+train_dataset['max_length'] = 256
+"""
+
+# torch.cpu has no is_bf16_supported, which XTuner's model builder calls on a CPU-only host.
+CPU_LAUNCH = ("import sys, runpy, torch; torch.cpu.is_bf16_supported = lambda: False; "
+              "sys.argv = sys.argv[1:]; runpy.run_module('xtuner.tools.train', run_name='__main__')")
+
+
+def make_data(path: Path, conversations: int, seed: int = 0) -> Path:
+    """Role-play-shaped dialogues (persona system prompt, 1-3 turns) of random characters."""
+    rng = random.Random(seed)
+    chars = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)] + list("，。？！")
+
+    def text(lo, hi):
+        return "".join(rng.choice(chars) for _ in range(rng.randint(lo, hi)))
+
+    with path.open("w", encoding="utf-8") as f:
+        for _ in range(conversations):
+            messages = [{"role": "system", "content": text(60, 120)}]
+            for _ in range(rng.randint(1, 3)):
+                messages += [{"role": "user", "content": text(10, 120)},
+                             {"role": "assistant", "content": text(40, 500)}]
+            f.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+    return path
+
+
+def parse_variant(spec: str) -> dict:
+    label, *pairs = spec.split(":")
+    v = {"label": label, "stock": label.startswith("stock"), "b": 4, "ckpt": None, "liger": 1,
+         "cap": None, "iters": None, "profile": 0}
+    for pair in pairs:
+        key, val = pair.split("=")
+        v[key] = float(val) if key == "cap" else int(val)
+    return v
+
+
+def config_text(v: dict, model: Path, data: Path, result: Path, iters: int, cpu: bool) -> str:
+    import xtuner
+
+    text = (Path(xtuner.__file__).parent / STOCK_CONFIG).read_text(encoding="utf-8")
+    warmup = max(2, iters // 5)
+    profile = (warmup, warmup + 3) if v["profile"] else None
+    text += COMMON_OVERRIDES.format(model=str(model), data=str(data), iters=iters, result=str(result),
+                                    warmup=warmup, profile=profile)
+    if v["cap"]:
+        text += f"custom_hooks.append(dict(type=MemoryCapHook, fraction={v['cap']}))\n"
+    if not v["stock"]:
+        text += FAST_OVERRIDES.format(b=v["b"], ckpt=v["ckpt"], accum=max(1, ROWS_PER_STOCK_STEP // v["b"]))
+    if cpu:
+        text += CPU_OVERRIDES
+    return text
+
+
+def run_variant(v: dict, args, model: Path, data: Path) -> dict:
+    work = args.out / v["label"]
+    work.mkdir(parents=True, exist_ok=True)
+    result = work / "throughput.json"
+    iters = v["iters"] or (args.iters if not v["stock"] else args.stock_iters)
+    cfg = work / "config.py"
+    cfg.write_text(config_text(v, model, data, result, iters, args.cpu_smoke), encoding="utf-8")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if not v["liger"]:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                            if "liger" not in p)
+    launch = [sys.executable, "-c", CPU_LAUNCH, "xtuner.tools.train"] if args.cpu_smoke else \
+        [sys.executable, "-m", "xtuner.tools.train"]
+    start = time.time()
+    try:
+        with (work / "train.log").open("w") as log:
+            rc = subprocess.run([*launch, str(cfg), "--work-dir", str(work)], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, timeout=args.timeout).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    # XTuner can exit 0 after a crash: the hook's result file is the proof that training ran.
+    if rc != 0 or not result.exists():
+        tail = (work / "train.log").read_text(errors="replace")[-2500:]
+        print(f"{v['label']} FAILED (rc={rc}):\n{tail}", flush=True)
+        return {"variant": v, "error": tail[-800:]}
+    out = json.loads(result.read_text())
+    out.update(variant=v, wall_s=time.time() - start)
+    return out
+
+
+def matmul_peak_tflops() -> float | None:
+    """Dense bf16 matmul rate measured on this GPU: the MFU denominator."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    return 10 * 2 * 8192**3 / (time.perf_counter() - t) / 1e12
+
+
+def matmul_params(model: Path) -> int:
+    c = json.loads((model / "config.json").read_text())
+    d, h, kv, i = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["intermediate_size"]
+    head_dim = d // h
+    per_layer = d * (h + 2 * kv) * head_dim + d * d + 3 * d * i
+    return c["num_hidden_layers"] * per_layer + c["vocab_size"] * d
+
+
+def loss_check(stock: dict, ours: dict) -> dict:
+    """Ours' loss at step j against stock's mean over the same packed rows (b per step)."""
+    b = ours["variant"]["b"]
+    s = [r["loss"] for r in stock["records"]]
+    pairs = [(r["loss"], statistics.mean(s[j * b:(j + 1) * b]))
+             for j, r in enumerate(ours["records"]) if (j + 1) * b <= len(s)]
+    diffs = [o - m for o, m in pairs]
+    return {"steps_compared": len(pairs), "mean_diff": statistics.mean(diffs) if diffs else None,
+            "max_abs_diff": max(map(abs, diffs)) if diffs else None,
+            "stock_row_loss_std": statistics.pstdev(s) if len(s) > 1 else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variants", nargs="+", default=["stock", "ours:b=4"])
+    ap.add_argument("--iters", type=int, default=30, help="iterations of each of our variants")
+    ap.add_argument("--stock-iters", type=int, default=40)
+    ap.add_argument("--model", type=Path, default=Path("/tmp/kit-bench/internlm2-1p8b-shape"))
+    ap.add_argument("--cpu-smoke", action="store_true")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per variant")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    variants = [parse_variant(s) for s in args.variants]
+    if args.cpu_smoke:
+        from kit.tiny import build_tiny_model
+
+        model = build_tiny_model()
+    else:
+        model = build_1p8b_shape(args.model)
+    rows_needed = max((v["iters"] or (args.stock_iters if v["stock"] else args.iters)) * (1 if v["stock"] else v["b"])
+                      for v in variants)
+    data = make_data(args.out / "data.jsonl", conversations=rows_needed * 4 + 50)
+    peak = matmul_peak_tflops()
+    flops_per_token = 6 * matmul_params(model)
+    runs, failed = {}, {}
+    for v in variants:
+        r = run_variant(v, args, model, data)
+        if "error" in r:
+            failed[v["label"]] = r["error"]
+            continue
+        runs[v["label"]] = r
+        r["mfu"] = r["tokens_per_s"] * flops_per_token / (peak * 1e12) if peak else None
+        print(f"{v['label']}: {r['tokens_per_s']:.0f} tok/s, peak {r['peak_mem_allocated_gib']} GiB", flush=True)
+
+    import torch
+
+    stock = next((r for r in runs.values() if r["variant"]["stock"]), None)
+    ours = [r for r in runs.values() if not r["variant"]["stock"]]
+    summary = {
+        "date": time.strftime("%Y-%m-%d"),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "matmul_peak_tflops": peak,
+        "mfu_convention": "6 * N * tokens/s / measured bf16 matmul peak; N = matmul params (attention scores excluded)",
+        "runs": {k: {kk: vv for kk, vv in r.items() if kk != "records"} for k, r in runs.items()},
+        "losses": {k: [x["loss"] for x in r["records"]] for k, r in runs.items()},
+        "failed": failed,
+    }
+    if stock and ours:
+        # The headline: the fastest of our variants whose peak memory is within stock's.
+        fits = [r for r in ours if (r["peak_mem_allocated_gib"] or 0) <= (stock["peak_mem_allocated_gib"] or 0)]
+        best = max(fits or ours, key=lambda r: r["tokens_per_s"])
+        summary.update(ours=best["variant"]["label"], ratio=best["tokens_per_s"] / stock["tokens_per_s"],
+                       peak_mem_ours=best["peak_mem_allocated_gib"], peak_mem_stock=stock["peak_mem_allocated_gib"],
+                       tokens_per_s_ours=best["tokens_per_s"], tokens_per_s_stock=stock["tokens_per_s"],
+                       loss_check=loss_check(stock, best))
+    (args.out / "train_throughput.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    print(f"\n{'variant':<22}{'tok/s':>9}{'s/iter':>8}{'tok/iter':>9}{'MFU':>7}{'peak GiB':>9}{'resv GiB':>9}")
+    for k, r in runs.items():
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] else "-"
+        pk = lambda x: f"{x:.2f}" if x is not None else "-"  # noqa: E731
+        print(f"{k:<22}{r['tokens_per_s']:>9.0f}{r['seconds_per_iter']:>8.3f}{r['tokens_per_iter']:>9.0f}{mfu:>7}"
+              f"{pk(r['peak_mem_allocated_gib']):>9}{pk(r['peak_mem_reserved_gib']):>9}")
+    if "ratio" in summary:
+        print(f"ratio {summary['ratio']:.2f}x ({summary['ours']}), peak {summary['peak_mem_ours']} vs "
+              f"{summary['peak_mem_stock']} GiB, loss check {summary['loss_check']}")
+
+
+if __name__ == "__main__":
+    main()
