@@ -126,7 +126,7 @@ class Generator:
         self._dedup = Deduper()
         self._valid = 0
         self._in_flight = 0
-        self._next = 0
+        self.issued = 0  # dialogue indices taken so far (cached or sent)
         self._cond = asyncio.Condition()
 
     def body(self, index: int) -> dict:
@@ -164,13 +164,13 @@ class Generator:
                 # Wait while the calls in flight may already complete the set; go on if one fails.
                 while self._valid + self._in_flight >= self.settings.n and self._in_flight:
                     await self._cond.wait()
-                if self._valid >= self.settings.n or self._next >= limit:
+                if self._valid >= self.settings.n or self.issued >= limit:
                     return
-                index, body = self._next, self.body(self._next)
+                index, body = self.issued, self.body(self.issued)
                 key = request_key(body)
                 if key not in self.cache and self.over_budget():
                     return
-                self._next += 1
+                self.issued += 1
                 self._in_flight += 1
             try:
                 if key in self.cache:
@@ -194,12 +194,11 @@ class Generator:
                 progress.update(task, sent=self.tally.sent, cached=self.tally.cached,
                                 retries=self.tally.retries, tokens=tokens, cost=cost)
 
-    async def run(self, console: Console) -> None:
+    async def run(self, console: Console, key: str) -> None:
         import openai
 
-        client = openai.AsyncOpenAI(base_url=self.settings.base_url,
-                                    api_key=api_key(self.settings.api_key_env, self.settings.base_url),
-                                    max_retries=0, timeout=self.settings.timeout)
+        client = openai.AsyncOpenAI(base_url=self.settings.base_url, api_key=key, max_retries=0,
+                                    timeout=self.settings.timeout)
         columns = [TextColumn("[bold]dialogues"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("sent {task.fields[sent]} · cached {task.fields[cached]} · "
                               "retries {task.fields[retries]} · tokens {task.fields[tokens]} · "
@@ -217,7 +216,7 @@ class Generator:
         """The output: cached answers in index order, parsed, filtered, deduplicated, first n."""
         dedup, samples = Deduper(), []
         self.tally.rejected = {}
-        for index in range(self._next):
+        for index in range(self.issued):
             key = request_key(self.body(index))
             if key not in self.cache:
                 continue
@@ -233,18 +232,23 @@ def generate(persona: Persona, settings: Settings, out: Path, cache_path: Path |
              console: Console | None = None) -> int:
     """Generate up to settings.n dialogues into `out`; returns how many were written."""
     console = console or Console(stderr=True)
+    key = api_key(settings.api_key_env, settings.base_url)
     cache = RequestCache(cache_path or out.with_name(out.name + ".cache.jsonl"))
     if cache.entries:
         console.print(f"resuming: {len(cache.entries)} finished calls in {cache.path}"
                       + (f" ({cache.torn} torn line dropped)" if cache.torn else ""))
     gen = Generator(persona, settings, cache)
     try:
-        asyncio.run(gen.run(console))
+        asyncio.run(gen.run(console, key))
+    except KeyboardInterrupt:
+        raise KitError(f"interrupted: {len(cache.entries)} finished calls are safe in {cache.path}",
+                       "run the same command again to continue where it stopped") from None
     finally:
         cache.close()
-        # Whatever happened, the output reflects every finished call.
+        # Whatever happened, the output reflects every finished call (if this run got to any).
         samples = gen.collect()
-        write_jsonl(out, samples)
+        if gen.issued:
+            write_jsonl(out, samples)
     tokens, cost = gen.spent()
     console.print(f"[green]{len(samples)}[/]/{settings.n} dialogues → {out}; {gen.tally.sent} calls sent, "
                   f"{gen.tally.cached} from cache, {gen.tally.retries} retries; {tokens} tokens, cost "
