@@ -22,6 +22,7 @@ _HEADING = re.compile(rf"^\s*(第[0-9{_CJK}]{{1,5}}[场幕集回章节]|(场景|
 # 角色：台词, 角色（笑）：台词, 角色(笑): 台词 — a short label without sentence punctuation.
 _SCRIPT_LINE = re.compile(rf"^\s*(?P<label>[{_CJK}A-Za-z0-9·・_ ]{{1,12}}?)\s*"
                           r"(?:[（(](?P<direction>[^）)]{0,20})[）)])?\s*[：:]\s*(?P<text>.*\S)\s*$")
+_DIRECTION_MARKS = ("△", "▲", "※", "（", "(", "[", "【")  # how screenplays mark stage directions
 _PARENTHETICAL = re.compile(r"[（(][^）)]*[）)]")
 _QUOTES = "“”「」『』\"'‘’"
 
@@ -74,21 +75,31 @@ def detect_format(text: str) -> str:
 def parse_script(text: str, names: set[str]) -> list[Utterance | None]:
     """Utterances of a script; None marks a scene break."""
     out: list[Utterance | None] = []
+    spoken = False  # was the line just above (no blank line between) a speaker's line?
     for no, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
+            spoken = False
             continue
         if _HEADING.match(line):
             out.append(None)
+            spoken = False
             continue
         m = _SCRIPT_LINE.match(line)
         if not m or not _is_script_line(line):
-            direction = line.strip("（）() \u3000")
+            if spoken and not line.startswith(_DIRECTION_MARKS):
+                # A wrapped speech: the line goes on below its label.
+                last = out[-1]
+                out[-1] = Utterance(last.speaker, last.text + clean_line(line), last.line)
+                continue
+            direction = line.lstrip("".join(_DIRECTION_MARKS)).strip("（）() \u3000")
             if direction:
                 out.append(Utterance(NARRATION, direction, no))
+            spoken = False
             continue
         label = m.group("label").strip()
         speech = clean_line(m.group("text"))
+        spoken = bool(speech)
         if speech:
             out.append(Utterance(CHARACTER if label in names else label, speech, no))
     return out

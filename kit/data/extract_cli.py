@@ -6,6 +6,7 @@ from rich.console import Console
 
 from kit.data.extract import extract_lines, read_source
 from kit.data.samples import chat, write_jsonl
+from kit.errors import KitError
 from kit.paths import datasets_dir
 from kit.persona import load_persona
 
@@ -25,6 +26,10 @@ def run_extract(src: Path, character: str, aliases: list[str], fmt: str, persona
         system = f"你是{character}。请始终以{character}的身份、语气和口头禅说话。"
         console.print(f"[yellow]no persona.yaml for {character!r}: using a plain system prompt[/]")
     lines, used = extract_lines(read_source(src), sorted(set(names), key=len, reverse=True), fmt)
+    if not lines:
+        raise KitError(f"{src}: no line of {character} found (format {used}; names tried: "
+                       f"{', '.join(sorted(set(names)))})",
+                       "add the names the text uses with --alias, or set --format script|novel")
     samples = [chat(system, [(line.user, line.text)]) for line in lines if line.user]
     write_jsonl(out, samples)
     opened = len(lines) - len(samples)

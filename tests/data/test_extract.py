@@ -23,6 +23,13 @@ SCRIPT = """\
 浣碧：小主说的是。
 莞嫔：浣碧，你记着，在这宫里要谨言慎行。
 旁白：那一夜，碎玉轩的灯一直亮着。
+
+第二场
+△ 御花园，甄嬛与温实初相遇。
+温实初：微臣参见莞嫔小主。
+甄嬛：温大人不必多礼。这园子里的花开得正好，
+只可惜无人细看。
+温实初：小主保重身子要紧。
 """
 
 NOVEL = """\
@@ -46,11 +53,11 @@ def test_script_finds_every_line_of_the_character_and_nothing_else():
     assert [(line.line, line.text) for line in lines] == [
         (6, "你倒是比我还操心。"), (8, "知道了，去备些点心。"), (10, "臣妾恭迎皇上。"),
         (11, "罢了，随他去吧。"), (13, "这宫里的日子，一天比一天难熬了。"),
-        (15, "浣碧，你记着，在这宫里要谨言慎行。")]
+        (15, "浣碧，你记着，在这宫里要谨言慎行。"), (21, "温大人不必多礼。这园子里的花开得正好，只可惜无人细看。")]
     users = [line.user for line in lines]
     # The utterance before (any other speaker), the stage direction when none, None after a scene break.
     assert users == ["小主，喝口茶歇歇吧。", "小主，皇上今晚怕是要来。", "朕来看看你。", "朕来看看你。", None,
-                     "小主说的是。"]
+                     "小主说的是。", "微臣参见莞嫔小主。"]
 
 
 def test_novel_attributes_each_quote_to_its_speaker():
@@ -83,3 +90,12 @@ def test_extract_command_writes_messages_with_the_persona_prompt(tmp_path):
     assert all([m["role"] for m in r["messages"]] == ["system", "user", "assistant"] for r in rows)
     assert {r["messages"][0]["content"] for r in rows} == {system}
     assert rows[0]["messages"][2]["content"] == "好好好！老猪正困哩。"  # no quotation marks
+
+
+def test_extract_says_when_it_finds_nothing(tmp_path):
+    src = tmp_path / "other.txt"
+    src.write_text(SCRIPT, encoding="utf-8")
+    result = run_kit("data", "extract", str(src), "--character", "bajie", "-o", str(tmp_path / "o.jsonl"))
+    assert result.returncode == 2
+    assert "no line of bajie found" in result.stderr and "--alias" in result.stderr
+    assert not (tmp_path / "o.jsonl").exists()
