@@ -17,6 +17,7 @@ class IterLog:
     loss: float | None
     eta: str
     lr: float | None
+    seconds: float | None  # per iteration, averaged over the logging window
 
 
 def parse_iter_line(line: str) -> IterLog | None:
@@ -32,7 +33,7 @@ def parse_iter_line(line: str) -> IterLog | None:
             return None
 
     return IterLog(int(match.group(1)), int(match.group(2)), number("loss"), fields.get("eta", "?"),
-                   number("lr"))
+                   number("lr"), number("time"))
 
 
 def training_progress() -> Progress:
