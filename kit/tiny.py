@@ -48,6 +48,8 @@ def _character_text(character: str) -> str:
     folder = datasets_dir() / character
     parts = [GENERAL_TEXT]
     for path in sorted(folder.rglob("*")):
+        if "built" in path.relative_to(folder).parts:  # kit data build's output, not a source
+            continue
         if path.is_file() and path.suffix in {".yaml", ".yml", ".txt", ".jsonl", ".json", ".md"}:
             parts.append(path.read_text(encoding="utf-8", errors="ignore"))
     return "\n".join(parts)
