@@ -53,7 +53,9 @@ def render(console, title: str, findings: list[Finding]) -> bool:
         table.add_row(f.what, f"[{style[f.status]}]{f.status}[/]", f.detail)
     console.print(table)
     blocking = [f for f in findings if f.status in (MISSING, PENDING)]
-    for f in blocking:
-        console.print(f"[bold red]✗[/] {f.what}: {f.detail}\n  [cyan]fix:[/] {f.fix}")
+    for i, f in enumerate(blocking):
+        console.print(f"[bold red]✗[/] {f.what}: {f.detail}")
+        if i + 1 == len(blocking) or blocking[i + 1].fix != f.fix:  # one fix under the findings sharing it
+            console.print(f"  [cyan]fix:[/] {f.fix}")
     console.print("[green]lab passed[/]" if not blocking else f"[bold red]{len(blocking)} thing(s) missing[/]")
     return not blocking
