@@ -1,0 +1,166 @@
+"""Two ways to reach a model: a local folder (transformers, optionally + a PEFT adapter) or a served
+OpenAI-compatible endpoint (so a W4A16 LMDeploy model can be scored too).
+
+Both give greedy replies and, where they can, the log-likelihood of a reference reply given its context.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.errors import KitError
+
+
+@dataclass
+class ReplyScore:
+    nll: float  # summed negative log-likelihood (nats) of the reply's tokens
+    tokens: int
+
+
+SMALL_MODEL = 50_000_000  # parameters; below this a CPU model runs single-threaded
+
+
+class PerplexityUnavailable(Exception):
+    """This backend cannot give token log-probabilities; the message says why."""
+
+
+def is_url(source: str | Path) -> bool:
+    return str(source).startswith(("http://", "https://"))
+
+
+class LocalModel:
+    """A Hugging Face model folder (merged model), or a PEFT adapter folder applied to `base`."""
+
+    def __init__(self, path: Path, base: Path | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        adapter = (path / "adapter_config.json").is_file()
+        weights_from = Path(base) if adapter else path
+        if adapter and base is None:
+            raise KitError(f"{path} is a LoRA adapter, which needs its base model",
+                           "pass --base PATH (a local model folder)")
+        if not (weights_from / "config.json").is_file():
+            raise KitError(f"not a model folder (no config.json): {weights_from}",
+                           "pass a Hugging Face model folder, e.g. DIR/merged from `kit merge`")
+        self.label = str(path)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        tok_from = path if (path / "tokenizer_config.json").is_file() else weights_from
+        self.tokenizer = AutoTokenizer.from_pretrained(tok_from, trust_remote_code=True)
+        model = AutoModelForCausalLM.from_pretrained(weights_from, trust_remote_code=True, torch_dtype=dtype)
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        self.model = model.to(self.device).eval()
+        if self.device == "cpu" and sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
+            # Matrices this small gain nothing from intra-op threads, and on a shared CPU their
+            # spin-waits made generation 30x slower (measured on the tiny demo model).
+            torch.set_num_threads(1)
+
+    def _ids(self, text: str):
+        # The chat template already writes BOS; the tokenizer must not add a second one.
+        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids.to(self.device)
+
+    def generate(self, messages: list[dict], max_new_tokens: int) -> str:
+        import torch
+
+        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = self._ids(prompt)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                      max_new_tokens=max_new_tokens, do_sample=False)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    def reply_score(self, messages: list[dict]) -> ReplyScore:
+        import torch
+
+        prompt = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        full = self.tokenizer.apply_chat_template(messages, tokenize=False)
+        if not full.startswith(prompt):
+            raise KitError(f"{self.label}: its chat template renders the conversation differently with and "
+                           "without the reply, so the reply's tokens cannot be isolated",
+                           "use a ChatML-style template (InternLM2-Chat's) in tokenizer_config.json")
+        # The reply and its end-of-turn token (what XTuner trains on); the newline after belongs to the
+        # next turn. Tokenized apart from the prompt so the prompt's tokens never leak into the count.
+        context, reply = self._ids(prompt), self._ids(full[len(prompt):].rstrip())
+        ids = torch.cat([context, reply], dim=1)
+        with torch.no_grad():
+            logits = self.model(input_ids=ids).logits[0, context.shape[1] - 1:-1].float()
+        nll = torch.nn.functional.cross_entropy(logits, reply[0], reduction="sum").item()
+        return ReplyScore(nll, reply.shape[1])
+
+
+def chatml(messages: list[dict], generation_prompt: bool = False) -> str:
+    """InternLM2-Chat's ChatML rendering without BOS (a completions endpoint adds BOS itself)."""
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + ("<|im_start|>assistant\n" if generation_prompt else "")
+
+
+class Endpoint:
+    """An OpenAI-compatible server. URL may end in `#MODEL` to pick a model; else the first it lists."""
+
+    def __init__(self, url: str, api_key_env: str = "KIT_EVAL_API_KEY"):
+        import openai
+
+        base_url, _, model = str(url).partition("#")
+        base_url = base_url.rstrip("/")
+        if not base_url.endswith("/v1"):
+            base_url += "/v1"
+        # The key comes from the environment only; it is never written to the report or logs.
+        key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=2, timeout=120)
+        self.label = f"{base_url}#{model}" if model else base_url
+        try:
+            self.model = model or self.client.models.list().data[0].id
+        except openai.APIConnectionError:
+            raise KitError(f"no OpenAI-compatible server answers at {base_url}",
+                           "start it (`kit serve`, `lmdeploy serve api_server ...`) or fix the URL") from None
+        except (openai.APIStatusError, IndexError):
+            raise KitError(f"{base_url}/models lists no model", f"name the model: {base_url}#MODEL") from None
+        self.label = f"{base_url}#{self.model}"
+        self._perplexity_error: str | None = None
+
+    def generate(self, messages: list[dict], max_new_tokens: int) -> str:
+        reply = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0,
+                                                    max_tokens=max_new_tokens, seed=0)
+        return (reply.choices[0].message.content or "").strip()
+
+    def reply_score(self, messages: list[dict]) -> ReplyScore:
+        """Echo the whole conversation through /v1/completions and sum the reply tokens' log-probs."""
+        import openai
+
+        if self._perplexity_error:
+            raise PerplexityUnavailable(self._perplexity_error)
+        prompt = chatml(messages[:-1], generation_prompt=True)
+        text = prompt + messages[-1]["content"] + "<|im_end|>"
+        try:
+            # max_tokens=1: some servers refuse 0; the generated token lies past len(text) and is skipped.
+            out = self.client.completions.create(model=self.model, prompt=text, echo=True, logprobs=1,
+                                                 max_tokens=1, temperature=0)
+            lp = out.choices[0].logprobs
+        except openai.APIStatusError as e:
+            lp, why = None, f"HTTP {e.status_code}"
+        else:
+            why = "its reply carries no prompt log-probs"
+        if lp is None or not lp.text_offset or len(lp.text_offset) != len(lp.token_logprobs or []):
+            self._perplexity_error = (f"{self.label} does not return prompt log-probs (/v1/completions with "
+                                      f"echo=true, logprobs=1: {why})")
+            raise PerplexityUnavailable(self._perplexity_error)
+        picked = [v for off, v in zip(lp.text_offset, lp.token_logprobs)
+                  if len(prompt) <= off < len(text) and v is not None]
+        if not picked or any(math.isnan(v) for v in picked):
+            raise PerplexityUnavailable(f"{self.label} gave no log-probs for the reply tokens")
+        return ReplyScore(-sum(picked), len(picked))
+
+
+def open_model(source: str | Path, base: str | Path | None = None):
+    if is_url(source):
+        return Endpoint(str(source))
+    if base is not None and is_url(base):
+        base = None  # an adapter cannot sit on a served model; LocalModel says so if it needs one
+    return LocalModel(Path(source), Path(base) if base else None)

@@ -1,0 +1,99 @@
+"""report.json + report.md: every metric with a base and a tuned entry, plus checkpoint curves."""
+
+import json
+from pathlib import Path
+
+from kit import atomic
+
+# name -> (title, which way is better, what it measures). Order is the report's and the charts'.
+METRICS = {
+    "heldout_perplexity": ("Held-out perplexity", "lower",
+                           "perplexity of the character's held-out replies given their context "
+                           "(loss on the final assistant reply only)"),
+    "style_marker_rate": ("Style-marker rate", "higher",
+                          "share of generated replies using >= 1 persona style marker or catchphrase"),
+    "identity_consistency": ("Identity consistency", "higher",
+                             "share of probe answers that name the character and claim no generic AI identity"),
+    "general_sanity": ("General sanity", "higher",
+                       "share of short factual/arithmetic prompts answered with an expected substring"),
+    "llm_judge": ("LLM judge (1-5)", "higher", "mean 1-5 persona-fidelity score from the judge endpoint"),
+}
+
+
+def metric_entry(name: str, sides: dict[str, dict]) -> dict:
+    title, better, description = METRICS[name]
+    entry = {side: score["metrics"][name]["value"] for side, score in sides.items()}
+    entry.update(title=title, better=better, description=description,
+                 details={side: {k: v for k, v in score["metrics"][name].items() if k != "value"}
+                          for side, score in sides.items()})
+    return entry
+
+
+def suggest_checkpoint(runs: list[dict]) -> tuple[str | None, str]:
+    """The checkpoint to ship: lowest held-out perplexity (the first one past it is overfitting)."""
+    for name, pick in (("heldout_perplexity", min), ("llm_judge", max), ("style_marker_rate", max)):
+        scored = [r for r in runs if r["metrics"][name] is not None]
+        if scored:
+            best = pick(scored, key=lambda r: r["metrics"][name])  # ties: the earliest checkpoint
+            return best["name"], f"{'lowest' if pick is min else 'highest'} {METRICS[name][0].lower()}"
+    return None, "no metric was available for the checkpoints"
+
+
+def summarize_checkpoints(checkpoints: list[dict]) -> dict:
+    runs = [{"name": c["name"], "step": c["step"], "model": c["score"]["model"],
+             "metrics": {n: c["score"]["metrics"][n]["value"] for n in METRICS}} for c in checkpoints]
+    suggested, why = suggest_checkpoint(runs)
+    return {"runs": runs, "suggested": suggested, "why": why}
+
+
+def build_report(meta: dict, base: dict, tuned: dict, checkpoints: dict | None) -> dict:
+    sides = {"base": base, "tuned": tuned}
+    report = {**meta, "models": {side: s["model"] for side, s in sides.items()},
+              "metrics": {name: metric_entry(name, sides) for name in METRICS}}
+    if checkpoints:
+        report["checkpoints"] = checkpoints
+    report["generations"] = {side: s["generations"] for side, s in sides.items()}
+    return report
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(report: dict, charts: list[str]) -> str:
+    m = report["models"]
+    lines = [f"# Persona eval: {report['persona_name']} ({report['character']})", "",
+             f"- base: `{m['base']}`", f"- tuned: `{m['tuned']}`", f"- held-out file: `{report['eval_file']}`",
+             f"- decoding: greedy, max_new_tokens={report['settings']['max_new_tokens']}", "",
+             "| metric | base | tuned | better |", "|---|---|---|---|"]
+    for entry in report["metrics"].values():
+        lines.append(f"| {entry['title']} | {_fmt(entry['base'])} | {_fmt(entry['tuned'])} | {entry['better']} |")
+    reasons = [f"- {e['title']} ({side}): {e['details'][side]['reason']}" for e in report["metrics"].values()
+               for side in ("base", "tuned") if e[side] is None and e["details"][side].get("reason")]
+    if reasons:
+        lines += ["", "Not available:", *reasons]
+    lines += ["", *[f"![{c}]({c})" for c in charts]]
+    if "checkpoints" in report:
+        ck = report["checkpoints"]
+        names = list(METRICS)
+        lines += ["", "## Checkpoints", "", f"Suggested: **{ck['suggested']}** ({ck['why']}).", "",
+                  "| checkpoint | " + " | ".join(METRICS[n][0] for n in names) + " |",
+                  "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {r['name']} | " + " | ".join(_fmt(r["metrics"][n]) for n in names) + " |"
+                  for r in ck["runs"]]
+    lines += ["", "## Probe answers", "", "| question | base | tuned |", "|---|---|---|"]
+    for b, t in zip(report["generations"]["base"]["probes"], report["generations"]["tuned"]["probes"]):
+        lines.append(f"| {_cell(b['prompt'])} | {_cell(b['reply'])} | {_cell(t['reply'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out_dir: Path, charts: list[str]) -> Path:
+    report["charts"] = charts
+    path = Path(out_dir) / "report.json"
+    atomic.write_text(path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    atomic.write_text(Path(out_dir) / "report.md", to_markdown(report, charts))
+    return path

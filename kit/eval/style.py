@@ -1,0 +1,28 @@
+"""Style-marker rate: the share of generated replies that use at least one of the persona's markers
+(style_markers + catchphrases from persona.yaml, e.g. the self-address 俺老猪)."""
+
+from dataclasses import dataclass
+
+from kit.persona import Persona
+
+
+@dataclass
+class StyleResult:
+    rate: float  # replies with >= 1 marker / replies
+    markers_per_reply: float
+    replies: int
+
+
+def persona_markers(persona: Persona) -> list[str]:
+    return list(dict.fromkeys(persona.style_markers + persona.catchphrases))
+
+
+def markers_in(text: str, markers: list[str]) -> list[str]:
+    return [m for m in markers if m in text]
+
+
+def style_marker_rate(replies: list[str], persona: Persona) -> StyleResult:
+    markers = persona_markers(persona)
+    hits = [len(markers_in(r, markers)) for r in replies]
+    n = max(len(replies), 1)
+    return StyleResult(sum(h > 0 for h in hits) / n, sum(hits) / n, len(replies))
