@@ -1,0 +1,89 @@
+"""The guides: every lab listed, 中文 before English, every section there, every `kit` command real."""
+
+import re
+import shlex
+
+import pytest
+import typer
+
+from kit.labs.catalog import load_labs
+from kit_testing import run_kit
+
+SECTIONS_ZH = ["### 目标", "### 命令", "### 预期输出", "### 常见错误", "### 练习"]
+SECTIONS_EN = ["### Goal", "### Commands", "### Expected output", "### Common errors", "### Exercise"]
+
+
+def guide_text(lab) -> str:
+    return lab.path.read_text(encoding="utf-8")
+
+
+def shell_lines(text: str) -> list[str]:
+    """Command lines of the ```bash blocks, continuation lines joined, comments dropped."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    return lines
+
+
+def kit_invocations(text: str) -> list[list[str]]:
+    calls = []
+    for line in shell_lines(text):
+        for part in re.split(r"&&|\|", line):
+            words = shlex.split(part, comments=True)
+            while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
+                words.pop(0)
+            if words[:1] == ["kit"]:
+                calls.append(words[1:])
+    return calls
+
+
+def test_list_shows_every_lab_in_order():
+    labs = load_labs()
+    assert [lab.n for lab in labs] == list(range(len(labs))) and len(labs) >= 8
+    result = run_kit("lab", "list", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    for lab in labs:
+        assert lab.title.split(" · ")[1] in result.stdout
+        assert lab.slice and lab.minutes
+
+
+@pytest.mark.parametrize("lab", load_labs(), ids=lambda lab: f"lab{lab.n}")
+def test_guide_is_chinese_first_then_english_with_every_section(lab):
+    text = guide_text(lab)
+    zh, en = text.index("## 中文"), text.index("## English")
+    assert zh < en
+    for heading in SECTIONS_ZH:
+        assert zh < text.index(heading) < en, heading
+    for heading in SECTIONS_EN:
+        assert text.index(heading) > en, heading
+    assert "GPU slice" in text and "Time" in text and f"kit lab check {lab.n}" in text
+
+
+@pytest.mark.parametrize("lab", load_labs(), ids=lambda lab: f"lab{lab.n}")
+def test_every_kit_command_in_a_guide_exists_with_its_options(lab):
+    from kit.cli import app
+
+    root = typer.main.get_command(app)
+    calls = kit_invocations(guide_text(lab))
+    assert calls, "a guide without a single kit command"
+    for words in calls:
+        command, ctx_words = root, list(words)
+        while hasattr(command, "commands") and ctx_words and not ctx_words[0].startswith("-"):
+            name = ctx_words.pop(0)
+            assert name in command.commands, f"`kit {' '.join(words)}`: no sub-command {name!r}"
+            command = command.commands[name]
+        known = {opt for param in command.params for opt in getattr(param, "opts", []) + getattr(param, "secondary_opts", [])}
+        for word in ctx_words:
+            if word.startswith("-"):
+                assert word.split("=")[0] in known, f"`kit {' '.join(words)}`: unknown option {word}"
+
+
+def test_show_renders_the_guide_and_unknown_lab_is_an_error():
+    result = run_kit("lab", "show", "3", env={"COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    assert "xtuner train recipes/bajie.py" in result.stdout and "```" not in result.stdout  # rendered
+    missing = run_kit("lab", "show", "42")
+    assert missing.returncode == 2 and "no lab 42" in missing.stderr and "kit lab list" in missing.stderr
