@@ -1,0 +1,26 @@
+"""`kit merge` as a user runs it: a run found by name under work_dirs/, outputs beside it."""
+
+import json
+import shutil
+
+from kit_testing import run_kit
+
+
+def test_merge_by_name_with_chosen_checkpoint_and_dtype(tiny_run, tmp_path):
+    shutil.copytree(tiny_run["work"], tmp_path / "work_dirs" / "bajie")
+    proc = run_kit("merge", "bajie", "--checkpoint", "iter_2.pth", "--dtype", "bf16", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    run = tmp_path / "work_dirs" / "bajie"
+    record = json.loads((run / "merged" / "kit_merge.json").read_text(encoding="utf-8"))
+    assert record["checkpoint"] == "iter_2.pth" and record["dtype"] == "bfloat16"
+    assert json.loads((run / "merged" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    assert "chat template = XTuner internlm2_chat" in proc.stdout
+
+
+def test_merge_without_runs_says_what_to_do(tmp_path):
+    proc = run_kit("merge", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no training run with checkpoints" in proc.stderr and "kit train" in proc.stderr
+    proc = run_kit("merge", str(tmp_path / "nope"), cwd=tmp_path)
+    assert proc.returncode == 2 and "no run" in proc.stderr
