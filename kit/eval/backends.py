@@ -161,6 +161,4 @@ class Endpoint:
 def open_model(source: str | Path, base: str | Path | None = None):
     if is_url(source):
         return Endpoint(str(source))
-    if base is not None and is_url(base):
-        base = None  # an adapter cannot sit on a served model; LocalModel says so if it needs one
-    return LocalModel(Path(source), Path(base) if base else None)
+    return LocalModel(Path(source), Path(base) if base and not is_url(base) else None)

@@ -31,21 +31,28 @@ def _title(name: str) -> str:
     return f"{title}\n({better} is better)"
 
 
+RATES = ("style_marker_rate", "identity_consistency", "general_sanity")  # shares in [0, 1]
+
+
+def _label(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.3g}"
+
+
 def metrics_chart(report: dict, path: Path) -> None:
     names = list(METRICS)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.1 * len(names), 3.6))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.1 * len(names), 3.6), layout="constrained")
     for ax, name in zip(axes, names):
         entry = report["metrics"][name]
         values = [entry["base"], entry["tuned"]]
         ax.bar(["base", "tuned"], [v or 0 for v in values], color=[COLORS["base"], COLORS["tuned"]])
         top = max([v for v in values if v is not None] or [1])
         for i, v in enumerate(values):
-            ax.text(i, (v or 0) + top * 0.02, "n/a" if v is None else f"{v:.3g}", ha="center", va="bottom")
+            ax.text(i, (v or 0) + top * 0.02, _label(v), ha="center", va="bottom")
         reference = entry.get("reference")
         if reference is not None:
             ax.axhline(reference, color="#2e86ab", ls="--", lw=1, label="held-out lines")
             ax.legend(loc="lower right", fontsize=7)
-        ax.set_ylim(0, top * 1.2 if name in ("heldout_perplexity", "llm_judge") else 1.1)
+        ax.set_ylim(0, 1.1 if name in RATES else top * 1.2)
         ax.set_title(_title(name), fontsize=9)
     fig.suptitle(f"{report['character']}: base vs tuned")
     _save(fig, path)
@@ -55,7 +62,8 @@ def checkpoints_chart(report: dict, path: Path) -> None:
     runs, suggested = report["checkpoints"]["runs"], report["checkpoints"]["suggested"]
     names = [n for n in METRICS if any(r["metrics"][n] is not None for r in runs)]
     xs = [r["step"] if r["step"] is not None else i for i, r in enumerate(runs)]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.6), squeeze=False,
+                             layout="constrained")
     for ax, name in zip(axes[0], names):
         ys = [r["metrics"][name] for r in runs]
         ax.plot(xs, [float("nan") if y is None else y for y in ys], "o-", color=COLORS["tuned"],
@@ -66,9 +74,11 @@ def checkpoints_chart(report: dict, path: Path) -> None:
         for x, r, y in zip(xs, runs, ys):
             if r["name"] == suggested and y is not None:
                 ax.plot([x], [y], "*", ms=16, color="#2e86ab", label=f"suggested: {suggested}")
+        if name in RATES:
+            ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("step")
         ax.set_title(_title(name), fontsize=9)
-        ax.legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{report['character']}: metrics over checkpoints")
     _save(fig, path)
 

@@ -1,6 +1,7 @@
 """Persona metrics for base vs tuned (and the checkpoints of a run): score, chart, report."""
 
 import gc
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -9,9 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kit.errors import KitError
 from kit.eval import identity
-from kit.eval.backends import open_model
+from kit.eval.backends import is_url, open_model
 from kit.eval.charts import write_charts
-from kit.eval.checkpoints import find_checkpoints
+from kit.eval.checkpoints import as_model_folder, find_checkpoints
 from kit.eval.judge import Judge, JudgeConfig, rubric
 from kit.eval.report import build_report, summarize_checkpoints, write_report
 from kit.eval.samples import GENERAL_SET, load_general_set, load_samples
@@ -29,6 +30,9 @@ def evaluate_models(base: Path | str, tuned: Path | str | None, character: str, 
     persona = persona_for(character)
     samples, general = load_samples(Path(eval_file)), load_general_set()
     found = find_checkpoints(list(checkpoints)) if checkpoints else []
+    if found and is_url(base):
+        raise KitError("checkpoints are scored on a local base model, not a served one",
+                       "pass --base PATH (the model the run trained on)")
     if tuned is None and not found:
         raise KitError("nothing to compare with the base model", "pass --tuned PATH|URL or --checkpoints RUN_DIR")
     grader = Judge(judge, persona) if judge else None
@@ -49,7 +53,9 @@ def evaluate_models(base: Path | str, tuned: Path | str | None, character: str, 
                 _free_memory()
 
         base_score = score("base", base)
-        runs = [{"name": c.name, "step": c.step, "score": score(c.name, c.path, base)} for c in found]
+        with tempfile.TemporaryDirectory(prefix="kit-eval-") as scratch:
+            runs = [{"name": c.name, "step": c.step,
+                     "score": score(c.name, as_model_folder(c, base, Path(scratch)), base)} for c in found]
         tuned_score = score("tuned", tuned) if tuned is not None else None
 
     meta = {

@@ -1,0 +1,43 @@
+"""`kit eval` as a user runs it: local base, merged tuned, a run's checkpoints; report, Markdown, PNGs."""
+
+import json
+
+from kit_testing import run_kit
+
+
+def test_kit_eval_with_checkpoints(eval_models, tmp_path):
+    out = tmp_path / "eval"
+    result = run_kit("eval", "--base", str(eval_models.base), "--tuned", str(eval_models.tuned),
+                     "--checkpoints", str(eval_models.adapters[0].parent), "--eval-file",
+                     str(eval_models.eval_file), "--out", str(out), "--max-new-tokens", "16",
+                     "--gen-limit", "3", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    for name, entry in report["metrics"].items():
+        assert {"base", "tuned", "better", "description"} <= set(entry), name
+    ppl = report["metrics"]["heldout_perplexity"]
+    assert ppl["tuned"] < ppl["base"]
+    runs = report["checkpoints"]["runs"]
+    assert [r["step"] for r in runs] == [4, 12, 40]
+    assert runs[-1]["metrics"]["heldout_perplexity"] < runs[0]["metrics"]["heldout_perplexity"] < ppl["base"]
+    best = min(runs, key=lambda r: r["metrics"]["heldout_perplexity"])
+    assert report["checkpoints"]["suggested"] == best["name"]
+    assert f"suggested checkpoint: {best['name']}" in result.stdout
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "| Held-out perplexity |" in markdown and "![metrics.png](metrics.png)" in markdown
+    import matplotlib.image
+
+    for png in ("metrics.png", "checkpoints.png"):
+        height, width, _ = matplotlib.image.imread(out / png).shape
+        assert width > 800 and height > 300, png
+
+
+def test_kit_eval_refuses_bad_input(eval_models, tmp_path):
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n', encoding="utf-8")
+    result = run_kit("eval", "--base", str(eval_models.base), "--tuned", str(eval_models.tuned),
+                     "--eval-file", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and f"{bad}:1" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+    result = run_kit("eval", "--base", str(eval_models.base), "--eval-file", str(eval_models.eval_file))
+    assert result.returncode == 2 and "--tuned" in result.stderr
