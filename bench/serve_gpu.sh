@@ -14,7 +14,7 @@ gpu_mem() { say "gpu: $(nvidia-smi --query-gpu=memory.used,memory.total --format
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-serve .whl-serve/*.whl || exit 1
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site-kit . >/dev/null || exit 1
 export PYTHONPATH=/tmp/site-kit:/tmp/site-serve
-kit() { python3 -c 'from kit.cli import main; main()' "$@"; }
+KIT=(python3 -c 'from kit.cli import main; main()')  # an array, not a function: `&` then gives kit's own pid
 SYSTEM=$(python3 -c 'from kit.persona import persona_for; print(persona_for("bajie").system_prompt)')
 M=/tmp/models/internlm2-1_8b-shape
 [ -f "$M/model.safetensors" ] || { say "build model"; python3 bench/serve_build_model.py .serve-gpu/tiny "$M" 2>&1 | tail -1 | tee -a "$O/summary.txt"; }
@@ -24,7 +24,7 @@ cd /tmp  # kit serve writes compare votes and LMDeploy its logs relative to here
 serve_and_check() {
   local log=$1; shift; local targets=(); while [ "$1" != "--" ]; do targets+=("$1"); shift; done; shift
   say "kit serve $*"; local t0=$SECONDS
-  kit serve "$@" >"$O/$log" 2>&1 & local pid=$!
+  "${KIT[@]}" serve "$@" >"$O/$log" 2>&1 & local pid=$!
   until grep -q "Ctrl-C stops everything" "$O/$log"; do
     if ! kill -0 $pid 2>/dev/null || [ $((SECONDS - t0)) -gt 420 ]; then say "serve failed to start"; tail -30 "$O/$log"; kill -TERM $pid; return 1; fi
     sleep 2
@@ -40,7 +40,7 @@ case $stage in
       --engine lmdeploy --base "$M" --tuned "$M" --no-ui --gpu-fraction 0.3 ;;
   quantize)
     say "kit quantize"; t0=$SECONDS
-    kit quantize "$M" --w4a16 --kv int8 -o /tmp/models/w4a16 --calib-samples 32 --calib-seqlen 512 2>&1 | tee "$O/quantize.log" | tail -8 | tee -a "$O/summary.txt"
+    "${KIT[@]}" quantize "$M" --w4a16 --kv int8 -o /tmp/models/w4a16 --calib-samples 32 --calib-seqlen 512 2>&1 | tee "$O/quantize.log" | tail -8 | tee -a "$O/summary.txt"
     say "quantize took $((SECONDS - t0))s"; cat /tmp/models/w4a16/kit_quant.json >>"$O/summary.txt"
     du -sh "$M" /tmp/models/w4a16 | tee -a "$O/summary.txt"
     serve_and_check serve_w4a16.log http://127.0.0.1:23340/v1=tuned -- \

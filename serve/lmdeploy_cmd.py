@@ -53,17 +53,21 @@ def is_awq(model: Path) -> bool:
     return (config.get("quantization_config") or {}).get("quant_method") == "awq"
 
 
-def cache_fractions(free_mib: float, weights_mib: list[float], reserve_mib: float = RESERVE_MIB) -> list[float]:
+def cache_fractions(free_mib: float, weights_mib: list[float], reserve_mib: float = RESERVE_MIB,
+                    limit_mib: float | None = None) -> list[float]:
     """--cache-max-entry-count for servers started one after another on one GPU.
 
-    LMDeploy gives the KV cache that fraction of the memory free *after its own weights load*, so a
-    first server left at the default 0.8 starves the second. Each server gets the same KV budget and
-    room is kept for the later servers' weights and workspace.
+    LMDeploy gives the KV cache that fraction of the memory free *on the device* after its own weights
+    load, so a first server left at the default 0.8 starves the second. Each server gets the same KV
+    budget, room is kept for the later servers' weights and workspace, and all of it stays within
+    `limit_mib` (the slice of a shared card that --gpu-fraction allows; seen on an H100: fractions taken
+    of the slice instead of the device's free memory filled 66 of 80 GB for a 30% slice).
     """
-    budget = (free_mib - sum(weights_mib) - reserve_mib * len(weights_mib)) / len(weights_mib)
+    usable = free_mib if limit_mib is None else min(free_mib, limit_mib)
+    budget = (usable - sum(weights_mib) - reserve_mib * len(weights_mib)) / len(weights_mib)
     if budget < 256:
         need = sum(weights_mib) + (reserve_mib + 256) * len(weights_mib)
-        raise KitError(f"the GPU (slice) has {free_mib:.0f} MiB free; {len(weights_mib)} server(s) need about "
+        raise KitError(f"the GPU (slice) has {usable:.0f} MiB free; {len(weights_mib)} server(s) need about "
                        f"{need:.0f} MiB (weights {sum(weights_mib):.0f} MiB + KV cache + workspace)",
                        "quantize with `kit quantize --w4a16`, serve one model (--tuned only), "
                        "or give a larger --gpu-fraction")
@@ -71,7 +75,7 @@ def cache_fractions(free_mib: float, weights_mib: list[float], reserve_mib: floa
     for w in weights_mib:
         free -= w
         fractions.append(round(min(0.9, budget / free), 3))
-        free -= budget
+        free -= budget + reserve_mib
     return fractions
 
 
@@ -122,9 +126,9 @@ def pick_backend(python: Path, model: Path) -> str:
     return "turbomind" if out.returncode == 0 and lines and lines[-1] == "turbomind" else "pytorch"
 
 
-def gpu_free_mib(fraction: float = 1.0) -> float:
-    """Free memory of GPU 0, capped at `fraction` of the card (a slice of a shared GPU)."""
+def gpu_memory_mib() -> tuple[float, float]:
+    """(free, total) memory of GPU 0."""
     import torch
 
     free, total = torch.cuda.mem_get_info(0)
-    return min(free, total * fraction) / 2**20
+    return free / 2**20, total / 2**20

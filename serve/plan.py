@@ -71,8 +71,9 @@ def _lmdeploy_plans(models, host, client_host, port, character, api_key, backend
         raise KitError(f"--backend {backend}: expected turbomind, pytorch or auto")
     python = python or lmdeploy_python()
     template = lm.write_chat_template(persona_for(character), cache_dir() / "serve" / f"chat_template-{character}.json")
-    free = lm.gpu_free_mib(gpu_fraction) if free_mib is None else free_mib
-    fractions = lm.cache_fractions(free, [lm.weight_mib(p) for p in models.values()])
+    free, total = lm.gpu_memory_mib() if free_mib is None else (free_mib, free_mib)
+    fractions = lm.cache_fractions(free, [lm.weight_mib(p) for p in models.values()],
+                                   limit_mib=total * gpu_fraction)
     plans = []
     for i, ((name, path), fraction) in enumerate(zip(models.items(), fractions)):
         server = lm.ApiServer(name, path, port + i, fraction,
