@@ -1,18 +1,120 @@
 """`kit train` and `kit recipe`."""
 
-import typer
+import os
+import re
+from pathlib import Path
 
-from kit.errors import NotBuiltYet
+import typer
+from rich.console import Console
+
+from kit.errors import KitError
 
 recipe_app = typer.Typer(help="Make XTuner recipes for your own character.", no_args_is_help=True)
+TEMPLATE = "bajie"  # recipes/bajie.py is the template: a new recipe is it with the character renamed
 
 
-def train():
+def _resolve_recipe(recipe: str) -> Path:
+    from kit.paths import recipes_dir
+
+    path = Path(recipe)
+    if not path.exists() and not path.suffix and (recipes_dir() / f"{recipe}.py").is_file():
+        path = recipes_dir() / f"{recipe}.py"  # `kit train bajie` means recipes/bajie.py
+    return path.resolve()
+
+
+def _gpus() -> tuple[int, float | None]:
+    """(GPUs visible, MiB of the first) — (0, None) on a CPU-only host."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0, None
+    return torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 2**20
+
+
+def train(
+    recipe: str = typer.Argument(..., help="An XTuner recipe, e.g. recipes/bajie.py (or just bajie)."),
+    gpu_fraction: float = typer.Option(None, help="Plan for, and cap the run at, this share of the GPU "
+                                       "(0.1 = the course's 10% A100 slice)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the work dir's newest checkpoint."),
+    deepspeed: str = typer.Option(None, help="DeepSpeed ZeRO stage: zero1, zero2 or zero3."),
+    gpus: int = typer.Option(None, help="GPUs to train on through torchrun (default NPROC_PER_NODE or 1)."),
+    work_dir: Path = typer.Option(None, help="XTuner's work dir (default work_dirs/RECIPE_NAME)."),
+    base: Path = typer.Option(None, help="Base model folder (sets KIT_BASE_MODEL for the recipe)."),
+    data_dir: Path = typer.Option(None, help="Folder with train.jsonl (sets KIT_DATA_DIR)."),
+    cpu: bool = typer.Option(False, "--cpu", help="The recipe's CPU variant (KIT_VARIANT=cpu): LoRA in "
+                             "fp32 for the embedded tiny model."),
+    plan_only: bool = typer.Option(False, "--plan-only", help="Run the preflight, print the plan, stop."),
+):
     """Preflight, launch XTuner, show progress, plot the loss, sample each checkpoint."""
-    raise NotBuiltYet("kit train", 4)
+    from kit.train import preflight
+    from kit.train.report import write_report
+    from kit.train.run import checkpoints, recipe_env, run_xtuner, xtuner_command
+
+    console = Console(stderr=True)
+    if gpu_fraction is not None and not 0 < gpu_fraction <= 1:
+        raise KitError(f"--gpu-fraction {gpu_fraction}: must be in (0, 1]", "e.g. --gpu-fraction 0.1")
+    if deepspeed is not None and deepspeed not in ("zero1", "zero2", "zero3"):
+        raise KitError(f"--deepspeed {deepspeed}: unknown stage", "use zero1, zero2 or zero3")
+    path = _resolve_recipe(recipe)
+    env = recipe_env(base, data_dir, cpu=cpu, gpu_fraction=gpu_fraction)
+    cfg = preflight.load_recipe(path, env)
+    facts = preflight.recipe_facts(cfg)
+    n_gpus, gpu_mib = _gpus()
+    if facts.setup.method == "qlora" and n_gpus == 0:
+        raise KitError(f"{path}: QLoRA (4-bit bitsandbytes) needs a CUDA GPU and this host has none",
+                       "on CPU, train the recipe's CPU variant on a small model: "
+                       f"kit train {recipe} --cpu --base PATH (kit demo builds one)")
+    console.print(f"[bold]recipe[/] {path}  [bold]model[/] {facts.base_model}  [bold]method[/] "
+                  f"{facts.setup.method}, max_length {facts.setup.seq_len}")
+    samples = preflight.check_data(facts)
+    console.print(f"[green]data ok[/]: {samples} samples in {', '.join(map(str, facts.data_files))}")
+    console.print("[bold]memory plan[/] (per GPU)" + ("" if n_gpus else ", for reference: no GPU here"))
+    console.print(preflight.check_fit(preflight.memory_plan(facts), gpu_fraction, gpu_mib))
+    if plan_only:
+        return
+
+    work = (work_dir or Path("work_dirs") / path.stem).resolve()
+    resume_from = None
+    if resume:
+        found = checkpoints(work)
+        if not found:
+            raise KitError(f"--resume: no iter_N.pth checkpoint in {work}",
+                           "train once without --resume, or pass the run's --work-dir")
+        resume_from = found[-1]
+        console.print(f"resuming from {resume_from}")
+    nproc = gpus or int(os.environ.get("NPROC_PER_NODE", 1))
+    command = xtuner_command(path, work, nproc=nproc, deepspeed=deepspeed, resume_from=resume_from)
+    result = run_xtuner(command, work, env, console)
+    report = write_report(work)
+    console.print(f"[green]done[/]: {len(result.checkpoints)} checkpoint(s) in {work}, last loss "
+                  f"{result.last_loss}")
+    for peak in result.peaks:
+        console.print(f"  GPU {peak['rank']}: peak {peak['max_allocated_mib']:,.0f} MiB allocated, "
+                      f"{peak['max_reserved_mib']:,.0f} MiB reserved")
+    for name, file in report.items():
+        if file:
+            console.print(f"  {name}: {file}")
+    console.print(f"next: kit merge {work}")
 
 
 @recipe_app.command("new")
-def recipe_new():
+def recipe_new(
+    character: str = typer.Argument(..., help="Folder under datasets/ with a persona.yaml, e.g. huanhuan."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing recipe."),
+):
     """Write recipes/CHARACTER.py from the bajie recipe."""
-    raise NotBuiltYet("kit recipe new", 4)
+    from kit import atomic
+    from kit.paths import recipes_dir
+    from kit.persona import persona_for
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", character):
+        raise KitError(f"character id {character!r}: use lowercase letters, digits and _",
+                       "it names datasets/CHARACTER/ and recipes/CHARACTER.py, e.g. huanhuan")
+    persona = persona_for(character)  # the folder and its persona.yaml must exist and be valid
+    out = recipes_dir() / f"{character}.py"
+    if out.exists() and not force:
+        raise KitError(f"{out} exists", "pass --force to overwrite it, or edit it directly")
+    template = (recipes_dir() / f"{TEMPLATE}.py").read_text(encoding="utf-8")
+    atomic.write_text(out, template.replace(TEMPLATE, character))
+    Console().print(f"[green]wrote[/] {out} for {persona.name}\nnext:\n  kit data build {character}\n"
+                    f"  kit train {out} --gpu-fraction 0.1")

@@ -38,7 +38,8 @@ class PersonaChatHook(EvaluateChatHook):
 
     @master_only
     def _save_eval_output(self, runner, eval_outputs):
-        records = [{"question": q, "text": text.rstrip("\n")}
+        # XTuner adds one "\n" to each decoded chat; the prompt's own last "\n" must stay.
+        records = [{"question": q, "text": text[:-1] if text.endswith("\n") else text}
                    for q, text in zip(self.evaluation_inputs, eval_outputs)]
         folder = os.path.join(runner.work_dir, SAMPLES_DIR)
         os.makedirs(folder, exist_ok=True)

@@ -49,7 +49,7 @@ def plot_loss(work_dir: Path) -> Path | None:
 
 def reply_of(text: str) -> str:
     """The assistant's reply in a decoded chat (prompt + generation)."""
-    reply = text.rsplit("<|im_start|>assistant\n", 1)[-1]
+    reply = text.rsplit("<|im_start|>assistant", 1)[-1]
     return SPECIAL.sub("", reply).strip()
 
 

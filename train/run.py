@@ -72,6 +72,10 @@ class RunResult:
 def _failure(returncode: int, tail: deque, log: Path) -> KitError:
     text = "".join(tail)
     fix = next((hint for needle, hint in HINTS if needle in text), None)
+    if returncode == 0:  # XTuner ended "well" but trained nothing, e.g. --resume of a finished run
+        return KitError(f"XTuner exited without writing a new checkpoint; last lines of {log}:\n"
+                        f"{text.rstrip()}", fix or "if the run had already finished, nothing was "
+                        "left to train: start a new one with another --work-dir")
     return KitError(f"training failed (exit code {returncode}); last lines of {log}:\n{text.rstrip()}",
                     fix or f"read the whole log: {log}")
 

@@ -80,3 +80,21 @@ def test_checkpoints_found_in_step_order(tmp_path):
     assert [c.step for c in find_checkpoints([tmp_path / "run"])] == [5, 30, 100]
     with pytest.raises(KitError, match="no checkpoints in it"):
         find_checkpoints([tmp_path / "run" / "logs"])
+
+
+def test_xtuner_work_dir_checkpoints_are_exported_then_scored(tmp_path, monkeypatch):
+    """iter_N.pth are found in step order with the work dir's config, and exported only when scored."""
+    import kit.convert.adapter
+    from kit.eval.checkpoints import as_model_folder
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("iter_20.pth", "iter_5.pth", "last_checkpoint", "bajie.py"):
+        (work / name).write_text("x")
+    found = find_checkpoints([work])
+    assert [(c.name, c.step, c.config) for c in found] == [("iter_5", 5, work / "bajie.py"),
+                                                          ("iter_20", 20, work / "bajie.py")]
+    calls = []
+    monkeypatch.setattr(kit.convert.adapter, "export_adapter", lambda *args: calls.append(args))
+    folder = as_model_folder(found[0], tmp_path / "base", tmp_path / "scratch")
+    assert calls == [(work / "bajie.py", work / "iter_5.pth", tmp_path / "base", folder)]
