@@ -21,10 +21,12 @@ class PerplexityResult:
 
 def heldout_perplexity(model, samples: list[Sample], advance=lambda: None) -> PerplexityResult:
     nll, tokens = 0.0, 0
-    for sample in samples:
+    for i, sample in enumerate(samples):
         try:
             score = model.reply_score(sample.messages)
         except PerplexityUnavailable as e:
+            for _ in samples[i:]:
+                advance()  # the progress bar still reaches its end
             return PerplexityResult(None, reason=str(e))
         nll, tokens = nll + score.nll, tokens + score.tokens
         advance()
