@@ -78,8 +78,8 @@ def lab2(ctx: Ctx) -> list[Finding]:
 
 
 def train_fix(ctx: Ctx) -> str:
-    return ctx.fix(3, f"KIT_VARIANT=cpu KIT_BASE_MODEL={ctx.base} KIT_DATA_DIR={ctx.workdir}/data "
-                      f"xtuner train recipes/{ctx.character}.py --work-dir {ctx.workdir}/work")
+    return ctx.fix(3, f"kit train recipes/{ctx.character}.py --cpu --base {ctx.base} --data-dir {ctx.workdir}/data "
+                      f"--work-dir {ctx.workdir}/work   (GPU: without --cpu)")
 
 
 def trained(ctx: Ctx) -> str:

@@ -13,7 +13,7 @@ from kit_testing import run_kit
 EXPECTED = {
     1: ("base/config.json does not exist", "kit lab init --workdir"),
     2: ("data/train.jsonl does not exist", "kit data build bajie -o"),
-    3: ("work does not exist", "xtuner train recipes/bajie.py --work-dir"),
+    3: ("work does not exist", "kit train recipes/bajie.py --cpu --base"),
     4: ("merged/config.json does not exist", "kit merge"),
     5: ("base/config.json does not exist", "kit merge"),
     6: ("eval/report.json does not exist", "kit eval --base"),
