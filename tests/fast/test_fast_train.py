@@ -17,6 +17,7 @@ from xtuner.utils import IGNORE_INDEX
 from kit.train.fast import FastSupervisedFinetune, packed_collate_fn
 from kit.train.fast.attention import set_packed, varlen_causal_attention
 from kit.train.fast.loss import linear_cross_entropy
+from kit.train.fast.lora import lora_linear_forward
 
 
 def _rand(*shape, seed):
@@ -122,6 +123,7 @@ def test_fast_model_matches_stock_loss_and_lora_grads(models):
     got, have = _loss_and_grads(ours, packed_collate_fn(rows)["data"])
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     assert want.keys() == have.keys() and any(k.startswith("llm.base_model.model.output.") for k in want)
+    assert sum(getattr(m.forward, "__func__", None) is lora_linear_forward for m in ours.modules()) == 11
     for k in want:
         torch.testing.assert_close(have[k], want[k], rtol=1e-4, atol=1e-6, msg=k)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from mmengine.hooks import Hook
+from xtuner.utils import IGNORE_INDEX
 
 
 def _sync():
@@ -26,6 +27,7 @@ class ThroughputHook(Hook):
     def __init__(self, out: str, warmup: int = 5, profile_iters: tuple[int, int] | None = None):
         self.out, self.warmup, self.profile_iters = Path(out), warmup, profile_iters
         self.records: list[dict] = []
+        self.peak_allocated = self.peak_reserved = 0
         self._t0 = 0.0
         self._prof = None
 
@@ -40,9 +42,18 @@ class ThroughputHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         _sync()
         seconds = time.perf_counter() - self._t0
-        tokens = int(data_batch["data"]["input_ids"].numel())
+        # mmengine's logger resets the CUDA peak every log interval: keep the running maximum here.
+        if torch.cuda.is_available():
+            self.peak_allocated = max(self.peak_allocated, torch.cuda.max_memory_allocated())
+            self.peak_reserved = max(self.peak_reserved, torch.cuda.max_memory_reserved())
+        data = data_batch["data"]
+        tokens = int(data["input_ids"].numel())
+        # Tokens with a loss (the stock collate's labels are shifted inside the model).
+        labels = data["shifted_labels"] if "shifted_labels" in data else data["labels"][:, 1:]
+        loss_tokens = int((labels != IGNORE_INDEX).sum())
         loss = float(torch.as_tensor(outputs["loss"]).detach()) if outputs and "loss" in outputs else None
-        self.records.append({"iter": runner.iter, "seconds": seconds, "tokens": tokens, "loss": loss})
+        self.records.append({"iter": runner.iter, "seconds": seconds, "tokens": tokens, "loss_tokens": loss_tokens,
+                             "loss": loss})
         if self._prof is not None and runner.iter + 1 == self.profile_iters[1]:
             self._prof.__exit__(None, None, None)
             table = self._prof.key_averages().table(sort_by="self_device_time_total", row_limit=30)
@@ -59,8 +70,8 @@ class ThroughputHook(Hook):
             "seconds_per_iter": median,
             "tokens_per_iter": tokens,
             "tokens_per_s": tokens / median,
-            "peak_mem_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-            "peak_mem_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if torch.cuda.is_available() else None,
+            "peak_mem_allocated_gib": self.peak_allocated / 2**30 if torch.cuda.is_available() else None,
+            "peak_mem_reserved_gib": self.peak_reserved / 2**30 if torch.cuda.is_available() else None,
             "records": self.records,
         }
         self.out.parent.mkdir(parents=True, exist_ok=True)

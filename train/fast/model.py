@@ -2,7 +2,7 @@
 
 Same model, same LoRA (XTuner picks the target modules), same loss; what changes is how it runs:
 - packed rows attend per document (attention.py) through a FlashAttention varlen kernel;
-- RMSNorm and SwiGLU run fused (kernels.py);
+- RMSNorm and SwiGLU run fused (kernels.py), and LoRA adds into its base GEMM (lora.py);
 - the loss never builds the full logits (loss.py);
 - non-quantized weights stay in the load dtype (bf16) instead of peft's fp32 upcast, and activation
   checkpointing is non-reentrant and may skip the last layers (`checkpoint_layers`) when memory allows.
@@ -11,12 +11,14 @@ Same model, same LoRA (XTuner picks the target modules), same loss; what changes
 from types import MethodType
 
 from peft import get_peft_model
+from peft.tuners.lora import LoraLayer
 from xtuner.model import SupervisedFinetune
 from xtuner.model.utils import find_all_linear_names
 
 from kit.train.fast.attention import internlm2_packed_attention_forward, packed_active, set_packed
 from kit.train.fast.kernels import rms_norm_forward, swiglu_mlp_forward
 from kit.train.fast.loss import linear_cross_entropy
+from kit.train.fast.lora import lora_linear_forward
 
 
 def _patch_causal_mask(model) -> None:
@@ -29,11 +31,14 @@ def _patch_causal_mask(model) -> None:
     model._update_causal_mask = update
 
 
-def patch_internlm2(lm) -> None:
+def patch_internlm2(lm, fuse_lora: bool = True) -> None:
     """Bind the fast forwards onto an InternLM2ForCausalLM's modules (remote code: patch instances)."""
     for module in lm.modules():
         name = type(module).__name__
-        if name.startswith("InternLM2") and name.endswith("Attention"):
+        if fuse_lora and isinstance(module, LoraLayer) and hasattr(module, "base_layer"):
+            module._stock_forward = module.forward
+            module.forward = MethodType(lora_linear_forward, module)
+        elif name.startswith("InternLM2") and name.endswith("Attention"):
             module._stock_forward = module.forward
             module.forward = MethodType(internlm2_packed_attention_forward, module)
         elif name == "InternLM2MLP":
@@ -58,13 +63,13 @@ def _selective_checkpointing(model, checkpoint_layers: int) -> None:
 
 class FastSupervisedFinetune(SupervisedFinetune):
     def __init__(self, llm, lora=None, *, checkpoint_layers: int | None = None, ce_chunk: int = 1024,
-                 use_activation_checkpointing: bool = True, **kwargs):
+                 fuse_lora: bool = True, use_activation_checkpointing: bool = True, **kwargs):
         # XTuner's own varlen path needs the flash_attn package; ours replaces it.
         kwargs["use_varlen_attn"] = False
         super().__init__(llm, lora=lora, use_activation_checkpointing=use_activation_checkpointing, **kwargs)
         self.ce_chunk = ce_chunk
         lm = self.causal_lm()
-        patch_internlm2(lm)
+        patch_internlm2(lm, fuse_lora)
         if use_activation_checkpointing and checkpoint_layers is not None:
             _selective_checkpointing(lm.model, checkpoint_layers)
 
@@ -78,6 +83,11 @@ class FastSupervisedFinetune(SupervisedFinetune):
         if self.lora.target_modules is None:
             self.lora.target_modules = find_all_linear_names(self.llm)
         self.llm = get_peft_model(self.llm, self.lora)
+        # peft gives an adapter its base layer's float dtype (bf16 for the output head): keep every
+        # trainable weight in fp32, as the stock recipe's upcast does, so small updates are not lost.
+        for p in self.llm.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
         if use_activation_checkpointing:
             self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if peft_model is not None:
