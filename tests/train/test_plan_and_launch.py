@@ -1,0 +1,83 @@
+"""Memory plan against measured peaks; the XTuner command; log parsing; failure detection; report."""
+
+import json
+import sys
+
+import pytest
+
+from kit.errors import KitError
+from kit.train.memory_plan import INTERNLM2_1_8B, Setup, plan_memory
+from kit.train.preflight import check_fit
+from kit.train.progress import parse_iter_line
+from kit.train.report import write_report
+from kit.train.run import run_xtuner, xtuner_command
+
+# Measured on an H100 (STACK.md; bench/results/train_gpu.json): XTuner's stock QLoRA recipe and
+# recipes/bajie.py, InternLM2-1.8B shape, one packed 2048-token row: 6,279 MiB max allocated.
+MEASURED_QLORA_MIB = 6279
+
+
+def test_qlora_plan_matches_the_measured_peak_and_fits_a_10_percent_slice():
+    plan = plan_memory(INTERNLM2_1_8B, Setup("qlora"))
+    assert abs(plan.peak_mib - MEASURED_QLORA_MIB) / MEASURED_QLORA_MIB < 0.05
+    assert plan.fits(0.1 * 81920)  # A100 80GB, 10%
+    assert "fits" in check_fit(plan, 0.1, 81920)
+
+
+def test_lora_and_full_need_more_and_are_refused_in_the_slice():
+    qlora, lora, full = (plan_memory(INTERNLM2_1_8B, Setup(m)) for m in ("qlora", "lora", "full"))
+    assert qlora.peak_mib < lora.peak_mib < full.peak_mib
+    with pytest.raises(KitError, match="will not fit"):
+        check_fit(full, 0.1, 81920)
+    assert check_fit(full, 1.0, 81920)  # the whole A100 is enough for a full fine-tune
+    shorter = plan_memory(INTERNLM2_1_8B, Setup("qlora", seq_len=1024))
+    assert shorter.peak_mib < qlora.peak_mib
+
+
+def test_xtuner_command_single_multi_gpu_deepspeed_resume(tmp_path):
+    one = xtuner_command(tmp_path / "r.py", tmp_path / "w")
+    assert one[:3] == [sys.executable, "-m", "kit.train.launch"] and "--launcher" not in one
+    many = xtuner_command(tmp_path / "r.py", tmp_path / "w", nproc=4, deepspeed="zero2",
+                          resume_from=tmp_path / "w" / "iter_10.pth", port=29512)
+    assert many[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--nproc_per_node=4" in many and "--master_port=29512" in many
+    assert many[many.index("--deepspeed") + 1] == "deepspeed_zero2"
+    assert many[many.index("--resume") + 1].endswith("iter_10.pth")
+    assert many[-2:] == ["--launcher", "pytorch"]
+
+
+def test_parse_iter_line():
+    line = ("11/22 18:34:03 - mmengine - INFO - Iter(train) [ 30/72]  lr: 6.7569e-04  eta: 0:00:04  "
+            "time: 0.2535  data_time: 0.2373  grad_norm: 3.9721  loss: 6.3896")
+    it = parse_iter_line(line)
+    assert (it.iter, it.total, it.loss, it.eta, it.seconds) == (30, 72, 6.3896, "0:00:04", 0.2535)
+    assert parse_iter_line("11/22 - mmengine - INFO - Saving checkpoint at 10 iterations") is None
+
+
+def test_failures_are_caught_with_a_hint(tmp_path):
+    crash = [sys.executable, "-c", "print('torch.OutOfMemoryError: CUDA out of memory'); raise SystemExit(1)"]
+    with pytest.raises(KitError, match="exit code 1") as e:
+        run_xtuner(crash, tmp_path, {})
+    assert "max_length" in e.value.fix
+    # XTuner's entry point exits 0 on a crash: no new checkpoint means failure too.
+    with pytest.raises(KitError, match="without writing a new checkpoint"):
+        run_xtuner([sys.executable, "-c", "print('Traceback ...')"], tmp_path, {})
+
+
+def test_report_puts_checkpoints_side_by_side(tmp_path):
+    vis = tmp_path / "20260101_000000" / "vis_data"
+    vis.mkdir(parents=True)
+    vis.joinpath("scalars.json").write_text(
+        "".join(json.dumps({"iter": i, "loss": 5.0 - i / 10}) + "\n" for i in range(1, 21)))
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for step, reply in [(0, "胡言乱语"), (10, "俺老猪饿了"), (20, "俺老猪|饿了")]:
+        text = f"<s><|im_start|>user\n你是谁？<|im_end|>\n<|im_start|>assistant\n{reply}<|im_end|>"
+        samples.joinpath(f"iter_{step}.json").write_text(
+            json.dumps({"iter": step, "samples": [{"question": "你是谁？", "text": text}]}))
+    report = write_report(tmp_path)
+    md = report["samples_md"].read_text(encoding="utf-8").splitlines()
+    assert md[0] == "| question | iter 0 (untuned) | iter 10 | iter 20 |"
+    assert md[2] == "| 你是谁？ | 胡言乱语 | 俺老猪饿了 | 俺老猪\\|饿了 |"
+    assert report["loss_png"].stat().st_size > 1000
+    assert "<td>俺老猪|饿了</td>" in report["samples_html"].read_text(encoding="utf-8")
