@@ -7,8 +7,8 @@ from rich.console import Console
 
 
 def merge(
-    run: str = typer.Argument(None, help="XTuner work dir (or a name under work_dirs/ or runs/); "
-                              "default: the run with the newest checkpoint."),
+    run: str = typer.Argument(None, help="XTuner work dir, a name under work_dirs/ or runs/, or a "
+                              "checkpoint file; default: the run with the newest checkpoint."),
     checkpoint: str = typer.Option(None, "--checkpoint", "-c",
                                    help="e.g. iter_40.pth; default: the run's newest."),
     base: Path = typer.Option(None, help="Base model folder; default: the one the run trained on."),
@@ -26,6 +26,8 @@ def merge(
 
     console = Console()
     work_dir = find_run(run)
+    if run and Path(run).is_file():  # `kit merge work_dirs/bajie/iter_40.pth` names the checkpoint
+        checkpoint = checkpoint or run
     console.rule(f"kit merge {work_dir}")
     merged = merge_run(work_dir, base, adapter_out or work_dir / "adapter", out or work_dir / "merged",
                        checkpoint=checkpoint, dtype=dtype, device=device, character=character,

@@ -57,8 +57,8 @@ def find_checkpoint(work_dir: Path, chosen: str | Path | None = None) -> Path:
     pointer = work_dir / "last_checkpoint"
     if pointer.is_file():
         named = Path(pointer.read_text(encoding="utf-8").strip())
-        for path in (named, work_dir / named.name):
-            if path.is_file() and path.parent.resolve() == work_dir.resolve():
+        for path in (named, work_dir / named.name):  # a DeepSpeed checkpoint is a folder
+            if path.exists() and path.parent.resolve() == work_dir.resolve():
                 return path
     if not available:
         raise KitError(f"no checkpoint (iter_N.pth) in {work_dir}",
