@@ -205,7 +205,39 @@ def lab6(ctx: Ctx) -> list[Finding]:
             attempt("report charts", lambda: charts(ctx), fix)]
 
 
-LABS = {0: lab0, 1: lab1, 2: lab2, 3: lab3, 4: lab4, 5: lab5, 6: lab6}
+def own_recipe(ctx: Ctx) -> str:
+    from kit.paths import recipes_dir
+    from kit.train.preflight import load_recipe, recipe_facts
+
+    path = recipes_dir() / f"{ctx.character}.py"
+    fix = ctx.fix(7, f"kit recipe new {ctx.character}")
+    facts = recipe_facts(load_recipe(need(path, fix), {}))
+    if facts.persona_file is None or facts.persona_file.parent.name != ctx.character:
+        raise Missing(f"{path}: its chat hook reads {facts.persona_file}, not datasets/{ctx.character}/persona.yaml", fix)
+    return f"{path.name} parses; {facts.setup.method}, persona from {facts.persona_file}"
+
+
+def own_persona(ctx: Ctx) -> str:
+    from kit.persona import persona_for
+
+    if ctx.character == "bajie":
+        raise Missing("lab 7 is about your own character, and bajie is the course's",
+                      "kit lab check 7 --character NAME --workdir DIR (see kit lab show 7)")
+    persona = persona_for(ctx.character)
+    return f"{persona.name}: {len(persona.probe_questions)} probe questions, {len(persona.style_markers)} style markers"
+
+
+def lab7(ctx: Ctx) -> list[Finding]:
+    persona_fix = ctx.fix(7, f"mkdir -p datasets/{ctx.character} && cp datasets/bajie/persona.yaml "
+                             f"datasets/{ctx.character}/ and edit it")
+    findings = [attempt("your character's persona.yaml", lambda: own_persona(ctx), persona_fix),
+                attempt("your character's recipe", lambda: own_recipe(ctx), ctx.fix(7, f"kit recipe new {ctx.character}"))]
+    for n in (2, 3, 4, 5, 6):  # the course's stages, now for this character
+        findings += [Finding(f"lab {n}: {f.what}", f.status, f.detail, f.fix) for f in LABS[n](ctx)]
+    return findings
+
+
+LABS = {0: lab0, 1: lab1, 2: lab2, 3: lab3, 4: lab4, 5: lab5, 6: lab6, 7: lab7}
 
 
 def run_lab_check(n: int, workdir: Path, character: str) -> list[Finding]:

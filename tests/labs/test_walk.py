@@ -5,8 +5,11 @@ demo's training run, servers are started by the check itself. Every check must p
 """
 
 import io
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -50,11 +53,12 @@ def test_lab0_doctor():
 def test_lab1_init_and_chat(walk):
     assert "tiny InternLM2 for bajie" in ok(run_kit("lab", "init", "--workdir", str(walk))).stdout
     passes(1, walk)
+    bin_dir = Path(sys.executable).parent  # xtuner runs the `python` on PATH: this environment's
     chat = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "xtuner") if (ROOT / ".venv").is_dir() else "xtuner", "chat",
-         str(walk / "base"), "--prompt-template", "internlm2_chat", "--system", "你是猪八戒",
-         "--max-new-tokens", "8", "--torch-dtype", "fp32"],
-        input="你是谁？\n\nEXIT\n\n", capture_output=True, text=True, timeout=600, cwd=ROOT)
+        [str(bin_dir / "xtuner"), "chat", str(walk / "base"), "--prompt-template", "internlm2_chat",
+         "--system", "你是猪八戒", "--max-new-tokens", "8", "--torch-dtype", "fp32"],
+        input="你是谁？\n\nEXIT\n\n", capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
     assert "Load LLM from" in chat.stdout and "Traceback" not in chat.stdout + chat.stderr, chat.stderr[-2000:]
 
 
