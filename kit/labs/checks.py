@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.errors import KitError
 from kit.labs.findings import INFO, MISSING, OK, Finding, Missing, attempt, need
 
 
@@ -126,7 +127,11 @@ def lab4(ctx: Ctx) -> list[Finding]:
     from kit.persona import persona_for
 
     fix = ctx.fix(4, f"kit merge {ctx.workdir}/work --adapter-out {ctx.workdir}/adapter -o {ctx.workdir}/merged")
-    return merge_findings(ctx.base, ctx.workdir / "adapter", ctx.workdir / "merged", persona_for(ctx.character), fix)
+    try:
+        persona = persona_for(ctx.character)
+    except KitError as e:
+        return [Finding("persona.yaml", MISSING, e.message, e.fix)]
+    return merge_findings(ctx.base, ctx.workdir / "adapter", ctx.workdir / "merged", persona, fix)
 
 
 def quantized(ctx: Ctx) -> Finding:
@@ -232,6 +237,8 @@ def lab7(ctx: Ctx) -> list[Finding]:
                              f"datasets/{ctx.character}/ and edit it")
     findings = [attempt("your character's persona.yaml", lambda: own_persona(ctx), persona_fix),
                 attempt("your character's recipe", lambda: own_recipe(ctx), ctx.fix(7, f"kit recipe new {ctx.character}"))]
+    if findings[0].status != OK:  # without the character, the stages below have nothing to check
+        return findings
     for n in (2, 3, 4, 5, 6):  # the course's stages, now for this character
         findings += [Finding(f"lab {n}: {f.what}", f.status, f.detail, f.fix) for f in LABS[n](ctx)]
     return findings
