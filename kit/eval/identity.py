@@ -2,12 +2,13 @@
 
 The fixed rubric: a reply is consistent when it (a) names the character (persona name or any alias from
 persona.yaml) and (b) claims none of the generic identities below. A generic term right after a negation
-("俺老猪可不是什么人工智能") is a denial, not a claim.
+("俺老猪可不是什么人工智能") is a denial, not a claim. A garbled reply (see style.py) names no one.
 """
 
 import re
 from dataclasses import dataclass
 
+from kit.eval.style import is_garbled
 from kit.persona import Persona
 
 # What a role-play model must not say it is: the assistant identities its base model was tuned into.
@@ -45,7 +46,7 @@ def generic_claims(reply: str) -> list[str]:
 
 
 def names_self(reply: str, persona: Persona) -> bool:
-    return any(n in reply for n in [persona.name, *persona.aliases])
+    return not is_garbled(reply) and any(n in reply for n in [persona.name, *persona.aliases])
 
 
 def identity_consistency(replies: list[str], persona: Persona) -> IdentityResult:

@@ -23,6 +23,8 @@ def test_style_markers_come_from_the_persona():
     result = style_marker_rate([f"{BAJIE.style_markers[0]}饿了", "今天天气不错。", "我是一个助手。",
                                 BAJIE.catchphrases[-1]], BAJIE)
     assert result.rate == 0.5 and result.replies == 4
+    # Noise that happens to contain a marker is no speech in his voice.
+    assert style_marker_rate([f"撒野\ufffd{BAJIE.style_markers[0]}\ufffd徒"], BAJIE).rate == 0
 
 
 @pytest.mark.parametrize("reply, consistent", [
@@ -32,6 +34,7 @@ def test_style_markers_come_from_the_persona():
     ("八戒？我其实是一个AI语言模型。", False),  # names him but claims the generic identity
     ("我是一个乐于助人的朋友。", False),  # never names the character
     ("I am InternLM, an AI assistant.", False),
+    ("撒野\ufffd俺老猪当然咕\ufffd\ufffd", False),  # garbled bytes name no one
 ])
 def test_identity_rubric(reply, consistent):
     assert identity_consistency([reply], BAJIE).rate == float(consistent)
