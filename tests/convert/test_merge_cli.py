@@ -3,7 +3,11 @@
 import json
 import shutil
 
+import pytest
 from kit_testing import run_kit
+
+from kit.convert.locate import find_run
+from kit.errors import KitError
 
 
 def test_merge_by_name_with_chosen_checkpoint_and_dtype(tiny_run, tmp_path):
@@ -22,5 +26,5 @@ def test_merge_without_runs_says_what_to_do(tmp_path):
     proc = run_kit("merge", cwd=tmp_path)
     assert proc.returncode == 2
     assert "no training run with checkpoints" in proc.stderr and "kit train" in proc.stderr
-    proc = run_kit("merge", str(tmp_path / "nope"), cwd=tmp_path)
-    assert proc.returncode == 2 and "no run" in proc.stderr
+    with pytest.raises(KitError, match="no run 'nope'"):
+        find_run("nope", cwd=tmp_path)
