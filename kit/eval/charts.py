@@ -69,6 +69,16 @@ def checkpoints_chart(report: dict, path: Path) -> None:
         ax.plot(xs, [float("nan") if y is None else y for y in ys], "o-", color=COLORS["tuned"],
                 label="checkpoints")
         base = report["metrics"][name]["base"]
+        shown = [y for y in ys if y is not None]
+        if name not in RATES and shown:
+            # Zoom on the checkpoints: the minimum that marks overfitting is the point of this chart.
+            low, high = min(shown), max(shown)
+            pad = (high - low) * 0.15 or abs(high) * 0.05 or 1
+            ax.set_ylim(low - pad, high + pad)
+            if base is not None and not low - pad <= base <= high + pad:
+                ax.text(0.02, 0.97, f"base: {_label(base)} (off scale)", transform=ax.transAxes,
+                        va="top", fontsize=8, color=COLORS["base"])
+                base = None
         if base is not None:
             ax.axhline(base, color=COLORS["base"], ls="--", lw=1, label="base")
         for x, r, y in zip(xs, runs, ys):
@@ -78,7 +88,11 @@ def checkpoints_chart(report: dict, path: Path) -> None:
             ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("step")
         ax.set_title(_title(name), fontsize=9)
-    axes[0][0].legend(fontsize=7)
+    # One legend for the figure: a line may be off scale (hence unlabelled) in any single panel.
+    labelled = {}
+    for ax in axes[0]:
+        labelled.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(labelled.values(), labelled.keys(), loc="outside lower center", ncols=len(labelled), fontsize=8)
     fig.suptitle(f"{report['character']}: metrics over checkpoints")
     _save(fig, path)
 
