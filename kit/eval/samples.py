@@ -14,7 +14,6 @@ class Sample:
     """One held-out conversation; the final assistant turn is the character's line to score."""
 
     messages: list[dict]
-    where: str  # FILE:LINE, for messages that name it
 
     @property
     def context(self) -> list[dict]:
@@ -60,7 +59,7 @@ def load_samples(path: Path) -> list[Sample]:
         if msgs[-1]["role"] != "assistant":
             raise KitError(f"{where}: the last turn must be the character's (assistant) line",
                            "end each conversation with the held-out assistant reply")
-        samples.append(Sample(msgs, where))
+        samples.append(Sample(msgs))
     if not samples:
         raise KitError(f"{path}: no conversations", "the eval split is empty: rebuild the data")
     return samples

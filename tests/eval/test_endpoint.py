@@ -16,7 +16,7 @@ def test_served_model_matches_local(eval_models, serve):
     got, want = heldout_perplexity(remote, samples), heldout_perplexity(local, samples)
     assert got.tokens == want.tokens and got.value == pytest.approx(want.value, rel=1e-4)
     assert remote.generate(samples[0].context, 16) == local.generate(samples[0].context, 16)
-    path, body = next(r for r in server.requests if r[0] == "/v1/completions")
+    _, body = next(r for r in server.requests if r[0] == "/v1/completions")
     assert body["echo"] is True and body["logprobs"] == 1
 
 

@@ -2,9 +2,9 @@
 
 import json
 
+from kit.eval.judge import JudgeConfig
 from kit.eval.run import evaluate_models
 from kit.eval.score import EvalSettings
-from kit.eval.judge import JudgeConfig
 from kit.persona import persona_for
 
 BAJIE = persona_for("bajie")
