@@ -34,20 +34,22 @@ def lab0(ctx: Ctx) -> list[Finding]:
     return failed or [Finding("kit doctor", OK, f"{len(checks)} checks, no blocking problem")]
 
 
+def init_fix(ctx: Ctx) -> str:
+    return ctx.fix(1, f"kit lab init --workdir {ctx.workdir}  (GPU: download InternLM2-Chat-1.8B into {ctx.base})")
+
+
 def base_chats(ctx: Ctx) -> str:
     from kit.labs.models import chat_once, load
     from kit.persona import persona_for
 
     persona = persona_for(ctx.character)
-    tokenizer, model = load(ctx.base, ctx.fix(1, f"kit lab init --workdir {ctx.workdir}"))
+    tokenizer, model = load(ctx.base, init_fix(ctx))
     reply = chat_once(tokenizer, model, persona.system_prompt, persona.probe_questions[0])
     return f"{persona.probe_questions[0]} → {reply[:40]!r}"
 
 
 def lab1(ctx: Ctx) -> list[Finding]:
-    return [attempt("base model answers a chat (its own chat template)", lambda: base_chats(ctx),
-                    ctx.fix(1, f"kit lab init --workdir {ctx.workdir}  (GPU: download InternLM2-Chat-1.8B "
-                               f"into {ctx.base})"))]
+    return [attempt("base model answers a chat (its own chat template)", lambda: base_chats(ctx), init_fix(ctx))]
 
 
 def data_passes_check(ctx: Ctx, name: str) -> str:

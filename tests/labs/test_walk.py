@@ -71,6 +71,16 @@ def test_lab2_dataset(walk):
     passes(2, walk)
 
 
+def test_lab2_check_names_a_broken_line(walk, tmp_path):
+    shutil.copytree(walk / "data", tmp_path / "data")
+    lines = (tmp_path / "data" / "eval.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace('"assistant"', '"bot"')
+    (tmp_path / "data" / "eval.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = io.StringIO()
+    assert not render(Console(file=out, width=300), "lab 2", run_lab_check(2, tmp_path, "bajie"))
+    assert "eval.jsonl:2: messages[2]: unknown role 'bot'" in out.getvalue(), out.getvalue()
+
+
 def test_lab3_training(demo, walk):
     plan = ok(run_kit("train", "recipes/bajie.py", "--cpu", "--base", str(walk / "base"),
                       "--data-dir", str(walk / "data"), "--plan-only"))
