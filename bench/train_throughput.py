@@ -5,7 +5,7 @@ is XTuner's own internlm2_chat_1_8b_qlora_custom_sft_e1.py file, unchanged excep
 must set (model and data paths, max_iters, seed, no sample generation or checkpoints, the
 measuring hook). Ours is that config plus the lines FAST_OVERRIDES prints: the recipe change.
 
-    python bench/train_throughput.py --out DIR [--variants stock ours:b=4 ...] [--iters N]
+    python bench/train_throughput.py --out DIR [--variants stock ours:b=8 ...] [--iters N]
     python bench/train_throughput.py --cpu-smoke --out DIR     # tiny model, LoRA fp32: plumbing only
 
 A variant is LABEL[:key=val...]; keys: b (packed rows per step), ckpt (checkpointed layers),
@@ -221,7 +221,7 @@ def _gib(x) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--variants", nargs="+", default=["stock", "ours:b=4"])
+    ap.add_argument("--variants", nargs="+", default=["stock", "ours:b=8", "ours-fp16:b=8:fp16=1", "stock-again"])
     ap.add_argument("--iters", type=int, default=30, help="iterations of each of our variants")
     ap.add_argument("--stock-iters", type=int, default=40)
     ap.add_argument("--model", type=Path, default=Path("/tmp/kit-bench/internlm2-1p8b-shape"))

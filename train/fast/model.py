@@ -4,8 +4,9 @@ Same model, same LoRA (XTuner picks the target modules), same loss; what changes
 - packed rows attend per document (attention.py) through a FlashAttention varlen kernel;
 - RMSNorm and SwiGLU run fused (kernels.py), and LoRA adds into its base GEMM (lora.py);
 - the loss never builds the full logits (loss.py);
-- non-quantized weights stay in the load dtype (bf16) instead of peft's fp32 upcast, and activation
-  checkpointing is non-reentrant and may skip the last layers (`checkpoint_layers`) when memory allows.
+- frozen non-quantized weights stay in the load dtype (fp16/bf16) instead of peft's fp32 upcast
+  (trainable LoRA weights are fp32, as in stock);
+- activation checkpointing is non-reentrant and may skip the last layers (`checkpoint_layers`).
 """
 
 from types import MethodType
