@@ -101,20 +101,26 @@ def chatml(messages: list[dict], generation_prompt: bool = False) -> str:
     return text + ("<|im_start|>assistant\n" if generation_prompt else "")
 
 
+def openai_client(url: str, api_key_env: str):
+    """The official client for an OpenAI-compatible server; `/v1` is added when the URL lacks it."""
+    import openai
+
+    url = url.rstrip("/")
+    # The key comes from the environment only; it is never written to the report or logs.
+    key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    return openai.OpenAI(base_url=url if url.endswith("/v1") else url + "/v1", api_key=key,
+                         max_retries=2, timeout=120)
+
+
 class Endpoint:
     """An OpenAI-compatible server. URL may end in `#MODEL` to pick a model; else the first it lists."""
 
-    def __init__(self, url: str, api_key_env: str = "KIT_EVAL_API_KEY"):
+    def __init__(self, url: str):
         import openai
 
-        base_url, _, model = str(url).partition("#")
-        base_url = base_url.rstrip("/")
-        if not base_url.endswith("/v1"):
-            base_url += "/v1"
-        # The key comes from the environment only; it is never written to the report or logs.
-        key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=2, timeout=120)
-        self.label = f"{base_url}#{model}" if model else base_url
+        url, _, model = str(url).partition("#")
+        self.client = openai_client(url, "KIT_EVAL_API_KEY")
+        base_url = str(self.client.base_url).rstrip("/")
         try:
             self.model = model or self.client.models.list().data[0].id
         except openai.APIConnectionError:

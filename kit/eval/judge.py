@@ -5,7 +5,6 @@ reply, and answers a 1-5 score as JSON. Replies it cannot score are counted, not
 """
 
 import json
-import os
 import re
 from dataclasses import dataclass
 
@@ -59,12 +58,9 @@ def parse_score(text: str) -> int | None:
 
 class Judge:
     def __init__(self, config: JudgeConfig, persona: Persona):
-        import openai
+        from kit.eval.backends import openai_client
 
-        base_url = config.url.rstrip("/")
-        base_url += "" if base_url.endswith("/v1") else "/v1"
-        key = os.environ.get(config.api_key_env) or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=2, timeout=120)
+        self.client = openai_client(config.url, config.api_key_env)
         self.config, self.system = config, rubric(persona)
 
     def score(self, question: str, reply: str) -> int | None:
