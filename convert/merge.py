@@ -7,7 +7,6 @@ a mismatched base, a full disk, a failed check) leaves no half-written model and
 
 import gc
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -89,14 +88,6 @@ def _device(requested: str, base: Path, console: Console) -> str:
                       "merging on CPU")
         return "cpu"
     return "cuda"
-
-
-def _shareable(folder: Path) -> None:
-    """Scratch folders are owner-only (mkdtemp); a model folder is read by servers, maybe as another user."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _check_base(base: Path) -> None:
@@ -197,8 +188,6 @@ def merge_run(work_dir: Path, base: Path | None, adapter_out: Path, merged_out: 
             _verify(m, m_stage, probes, console)
             card.write(m, m_stage, adapter_out=Path(adapter_out), merged_out=Path(merged_out))
             card.write_adapter_readme(m, a_stage, Path(adapter_out), Path(merged_out))
-            _shareable(a_stage)
-            _shareable(m_stage)
     except OSError as e:
         raise KitError(f"merge stopped on a file error, nothing was kept: {e}",
                        "check free disk space and write permission of "

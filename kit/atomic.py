@@ -8,11 +8,19 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask_mode(mode: int) -> int:
+    """mkstemp/mkdtemp create owner-only entries; results get the usual umask permissions instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _umask_mode(0o666))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -29,6 +37,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    stage.chmod(_umask_mode(0o777))
     try:
         yield stage
     except BaseException:
