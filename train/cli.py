@@ -81,7 +81,7 @@ def train(
             raise KitError(f"--resume: no iter_N.pth checkpoint in {work}",
                            "train once without --resume, or pass the run's --work-dir")
         resume_from = found[-1]
-        console.print(f"resuming from {resume_from}")
+        console.print(f"resuming from {resume_from}", soft_wrap=True)
     nproc = gpus or int(os.environ.get("NPROC_PER_NODE", 1))
     command = xtuner_command(path, work, nproc=nproc, deepspeed=deepspeed, resume_from=resume_from)
     result = run_xtuner(command, work, env, console)
@@ -93,8 +93,8 @@ def train(
                       f"{peak['max_reserved_mib']:,.0f} MiB reserved")
     for name, file in report.items():
         if file:
-            console.print(f"  {name}: {file}")
-    console.print(f"next: kit merge {work}")
+            console.print(f"  {name}: {file}", soft_wrap=True)
+    console.print(f"next: kit merge {work}", soft_wrap=True)
 
 
 @recipe_app.command("new")

@@ -2,7 +2,8 @@
 
 `kit train` starts this instead of xtuner.tools.train itself (also under torchrun, once per rank) so
 that KIT_GPU_FRACTION can cap the CUDA allocator as a 10% A100 slice would, and so that the run's
-peak memory is printed for `kit train` to compare with its memory plan.
+peak memory is printed for `kit train` to compare with its memory plan. It also lets --resume load
+mmengine's checkpoints under torch >= 2.6.
 """
 
 import json
@@ -20,6 +21,10 @@ def main(argv: list[str]) -> None:
     rank = int(os.environ.get("LOCAL_RANK", 0))
     if fraction and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(float(fraction), rank)
+    if "--resume" in argv:
+        # torch >= 2.6 unpickles weights only by default, and mmengine's checkpoints also hold its
+        # log buffers; the file is this run's own checkpoint, so the full unpickler is safe here.
+        os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     sys.argv = ["xtuner.tools.train", *argv]
     runpy.run_module("xtuner.tools.train", run_name="__main__", alter_sys=True)
     if torch.cuda.is_available():

@@ -50,7 +50,7 @@ def test_kit_train_cpu_progress_report_and_resume(tiny_model, tmp_path):
         ckpt.unlink()
     resumed = run_kit(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from {ckpts[1]}" in resumed.stderr.replace("\n", "")
+    assert f"resuming from {ckpts[1]}" in resumed.stderr
     assert (work / f"iter_{last}.pth").exists()
     log = (work / "train_output.log").read_text(encoding="utf-8")
     assert f"Iter(train) [{int(ckpts[1].stem.split('_')[1]) + 1:>{len(str(last))}}/{last}]" in log
