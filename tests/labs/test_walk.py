@@ -19,6 +19,8 @@ from kit.labs.findings import OK, render
 from kit_testing import ROOT, run_kit
 
 PERSONA = str(ROOT / "datasets" / "bajie" / "persona.yaml")
+# The first test that uses the demo pays for the whole pipeline run (train included).
+pytestmark = pytest.mark.timeout(3600)
 
 
 def passes(n: int, workdir) -> str:
