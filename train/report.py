@@ -11,6 +11,7 @@ from kit.train.hooks import SAMPLES_DIR
 LOSS_PNG = "loss.png"
 SAMPLES_MD = "samples.md"
 SAMPLES_HTML = "samples.html"
+MAX_COLUMNS = 8  # checkpoints in the table; samples/iter_N.json keeps every round
 SPECIAL = re.compile(r"<s>|</s>|<\|im_end\|>|<\|im_start\|>")
 
 
@@ -71,10 +72,18 @@ def sample_table(work_dir: Path) -> tuple[list[str], list[int], dict[str, dict[i
     return questions, [r[0] for r in rounds], replies
 
 
+def pick_columns(steps: list[int], limit: int = MAX_COLUMNS) -> list[int]:
+    """At most `limit` checkpoints, evenly spread, the first (untuned) and the last always in."""
+    if len(steps) <= limit:
+        return steps
+    return sorted({steps[round(i * (len(steps) - 1) / (limit - 1))] for i in range(limit)})
+
+
 def write_samples(work_dir: Path) -> tuple[Path, Path] | None:
     questions, steps, replies = sample_table(work_dir)
     if not steps:
         return None
+    steps = pick_columns(steps)
     heads = [f"iter {s}" + (" (untuned)" if s == 0 else "") for s in steps]
 
     def cell(text: str) -> str:

@@ -9,7 +9,7 @@ from kit.errors import KitError
 from kit.train.memory_plan import INTERNLM2_1_8B, Setup, plan_memory
 from kit.train.preflight import check_fit
 from kit.train.progress import parse_iter_line
-from kit.train.report import write_report
+from kit.train.report import pick_columns, write_report
 from kit.train.run import run_xtuner, xtuner_command
 
 # Measured on an H100 (STACK.md; bench/results/train_gpu.json): XTuner's stock QLoRA recipe and
@@ -81,3 +81,10 @@ def test_report_puts_checkpoints_side_by_side(tmp_path):
     assert md[2] == "| 你是谁？ | 胡言乱语 | 俺老猪饿了 | 俺老猪\\|饿了 |"
     assert report["loss_png"].stat().st_size > 1000
     assert "<td>俺老猪|饿了</td>" in report["samples_html"].read_text(encoding="utf-8")
+
+
+def test_long_runs_keep_the_table_readable():
+    steps = list(range(0, 460, 10))
+    picked = pick_columns(steps, 8)
+    assert len(picked) == 8 and picked[0] == 0 and picked[-1] == 450
+    assert pick_columns([0, 10, 20], 8) == [0, 10, 20]
