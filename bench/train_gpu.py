@@ -4,7 +4,7 @@ and inside torch.cuda.set_per_process_memory_fraction(0.1) (the course's 10% A10
 The recipe runs unchanged through kit's own launcher (kit.train.run); the bench only points it at a
 random-weight model and synthetic persona data, and shortens the chat hook's replies (random
 weights never stop talking). Tokens/s come from XTuner's per-iteration times (packed 2048-token
-rows, one per iteration), peak memory from torch.cuda.max_memory_allocated in the training process,
+rows, batch_size of them per iteration), peak memory from torch.cuda.max_memory_allocated in the training process,
 compared with kit's memory plan.
 
     python bench/train_gpu.py --out DIR [--rows 70] [--fractions 1.0 0.1]
@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from build_1p8b_shape import build_1p8b_shape  # noqa: E402
 
 from kit.persona import load_persona  # noqa: E402
-from kit.train.memory_plan import Setup, plan_memory, shape_from_config  # noqa: E402
+from kit.train.memory_plan import plan_memory, shape_from_config  # noqa: E402
+from kit.train.preflight import load_recipe, recipe_facts  # noqa: E402
 from kit.train.progress import parse_iter_line  # noqa: E402
 from kit.train.report import write_report  # noqa: E402
 from kit.train.run import OUTPUT_LOG, recipe_env, run_xtuner, xtuner_command  # noqa: E402
@@ -85,13 +86,14 @@ def main() -> None:
         print(f"built the 1.8B-shaped model in {time.monotonic() - start:.0f}s", flush=True)
     data = out / "data" / "train.jsonl"
     n_samples = write_data(data, model, args.rows, row_tokens)
-    plan = plan_memory(shape_from_config(model / "config.json"),
-                       Setup("lora" if args.cpu_smoke else "qlora", seq_len=row_tokens,
-                             lora_r=8 if args.cpu_smoke else 64))
+    # The recipe's own settings (method, rows per step, kit.train.fast or not), as kit train plans them.
+    setup = recipe_facts(load_recipe(RECIPE, recipe_env(model, data.parent, cpu=args.cpu_smoke))).setup
+    plan = plan_memory(shape_from_config(model / "config.json"), setup)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20 if gpu != "cpu" else None
     report = {"gpu": gpu, "gpu_total_mib": total_mib, "torch": torch.__version__,
               "recipe": "recipes/bajie.py", "samples": n_samples, "row_tokens": row_tokens,
+              "rows_per_iter": setup.batch, "fast": setup.fast,
               "plan_peak_mib": round(plan.peak_mib), "plan_reserved_mib": round(plan.reserved_mib),
               "runs": []}
     for fraction in args.fractions:
@@ -106,7 +108,7 @@ def main() -> None:
         run = {"fraction": fraction, "budget_mib": total_mib * fraction if total_mib else None,
                "iters": int(result.checkpoints[-1].stem.split("_")[1]), "wall_s": round(wall, 1),
                "last_loss": result.last_loss, "sec_per_iter_median": sec,
-               "tokens_per_s": round(row_tokens / sec) if sec else None, "peak": result.peaks,
+               "tokens_per_s": round(row_tokens * setup.batch / sec) if sec else None, "peak": result.peaks,
                "checkpoints": [p.name for p in result.checkpoints]}
         if result.peaks:
             peak = result.peaks[0]["max_allocated_mib"]

@@ -71,6 +71,10 @@ class Setup:
     batch: int = 1
     lora_r: int = 64
     checkpointing: bool = True  # XTuner's SupervisedFinetune default
+    # kit.train.fast (FastSupervisedFinetune): flash varlen attention (no score matrix), a chunked loss
+    # (one chunk of logits alive), and frozen embeddings kept in fp16 instead of peft's fp32 upcast.
+    fast: bool = False
+    ce_chunk: int = 1024
 
 
 @dataclass(frozen=True)
@@ -102,25 +106,29 @@ def plan_memory(shape: ModelShape, setup: Setup) -> Plan:
         items.append(("base linear weights", shape.linear_params * per_weight,
                       f"{shape.linear_params / 1e9:.2f}B params x {per_weight:.3f} B "
                       + ("(nf4 + double-quant absmax)" if setup.method == "qlora" else "(fp16)")))
-        items.append(("embeddings + output head", shape.embedding_params * UPCAST_BYTES,
-                      f"{shape.embedding_params / 1e6:.0f}M params upcast to fp32 by peft"))
+        embed_bytes = 2 if setup.fast else UPCAST_BYTES
+        items.append(("embeddings + output head", shape.embedding_params * embed_bytes,
+                      f"{shape.embedding_params / 1e6:.0f}M params " +
+                      ("kept in fp16" if setup.fast else "upcast to fp32 by peft")))
         adapter = shape.layers * setup.lora_r * sum(a + b for a, b in shape.linears())
         items.append(("LoRA adapter + AdamW", adapter * TRAINABLE_BYTES,
                       f"{adapter / 1e6:.1f}M params (r={setup.lora_r}) x 16 B"))
-        residual_bytes = 4  # the fp32 embedding makes the residual stream fp32 under autocast
+        # peft's fp32 embedding makes the residual stream fp32 under autocast; the fast path's is fp16.
+        residual_bytes = 2 if setup.fast else 4
     layer_inputs = shape.layers * tokens * h * residual_bytes
     if setup.checkpointing:
         items.append(("checkpointed layer inputs", layer_inputs,
                       f"{shape.layers} layers x {tokens} tokens x {h} x {residual_bytes} B"))
     # One decoder layer's activations while it is recomputed and back-propagated: eager attention
     # (fp16 scores, fp32 softmax, fp16 probabilities) and the SwiGLU MLP's four intermediate tensors.
-    attention = shape.heads * setup.batch * setup.seq_len**2 * (2 + 4 + 2)
+    attention = 0 if setup.fast else shape.heads * setup.batch * setup.seq_len**2 * (2 + 4 + 2)
     layer = attention + tokens * (4 * shape.intermediate * 2 + 12 * h * residual_bytes)
-    logits = tokens * shape.vocab * LOGIT_BYTES
+    logits = min(tokens, setup.ce_chunk if setup.fast else tokens) * shape.vocab * LOGIT_BYTES
     if not setup.checkpointing:
         items.append(("all layers' activations", shape.layers * layer, "no activation checkpointing"))
         layer = 0
-    transient = ("logits at the loss", logits, f"{tokens} tokens x {shape.vocab} vocab x 16 B") \
+    logit_rows = min(tokens, setup.ce_chunk) if setup.fast else tokens
+    transient = ("logits at the loss", logits, f"{logit_rows} tokens x {shape.vocab} vocab x 16 B") \
         if logits >= layer else ("one layer recomputed", layer, "attention scores + MLP intermediates")
     items.append(transient)
     items = [(name, b / MIB, why) for name, b, why in items]

@@ -60,7 +60,9 @@ def recipe_facts(cfg) -> RecipeFacts:
         data_files=[Path(p) for p in cfg.train_dataset.dataset.get("data_files", [])],
         persona_file=Path(hook["persona_file"]) if hook else None,
         setup=Setup(method, seq_len=int(cfg.get("max_length", 2048)),
-                    batch=int(cfg.train_dataloader.batch_size), lora_r=int(lora.r) if lora else 0),
+                    batch=int(cfg.train_dataloader.batch_size), lora_r=int(lora.r) if lora else 0,
+                    fast=getattr(cfg.model.type, "__name__", str(cfg.model.type)).startswith("Fast"),
+                    ce_chunk=int(cfg.model.get("ce_chunk", 1024))),
     )
 
 

@@ -18,9 +18,11 @@ def test_gpu_recipe_is_the_community_qlora_setup(monkeypatch):
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert cfg.model.llm.pretrained_model_name_or_path == "internlm/internlm2-chat-1_8b"
     assert (cfg.model.lora.r, cfg.model.lora.lora_alpha) == (64, 16)
-    assert cfg.optim_wrapper.optimizer.lr == 2e-4 and cfg.optim_wrapper.accumulative_counts == 16
+    assert cfg.optim_wrapper.optimizer.lr == 2e-4 and cfg.train_cfg.max_epochs == 3
     assert cfg.train_dataset.max_length == 2048 and cfg.train_dataset.pack_to_max_length
-    assert cfg.train_dataloader.batch_size == 1 and cfg.train_cfg.max_epochs == 3
+    # The community's 16 packed rows per optimizer step, run as 8 flattened rows x 2 (kit.train.fast).
+    assert cfg.train_dataloader.batch_size * cfg.optim_wrapper.accumulative_counts == 16
+    assert cfg.model.type.__name__ == "FastSupervisedFinetune" and cfg.train_dataset.use_varlen_attn
     from xtuner.utils import PROMPT_TEMPLATE
 
     assert cfg.prompt_template == PROMPT_TEMPLATE.internlm2_chat

@@ -13,9 +13,9 @@ from types import MethodType
 
 from peft import get_peft_model
 from peft.tuners.lora import LoraLayer
-from xtuner.model import SupervisedFinetune
 from xtuner.model.utils import find_all_linear_names
 
+from kit.train.xtuner_compat import SupervisedFinetune  # XTuner's class, plus its CPU shim
 from kit.train.fast.attention import internlm2_packed_attention_forward, packed_active, set_packed
 from kit.train.fast.kernels import rms_norm_forward, swiglu_mlp_forward
 from kit.train.fast.loss import linear_cross_entropy
