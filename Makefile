@@ -28,8 +28,10 @@ browser:
 test: env browser
 	MKL_SERVICE_FORCE_INTEL=1 .venv/bin/python -m pytest
 
+# requirements.txt is uv.lock for pip users (README's manual path).
 lock: $(UV)
 	$(UV) lock
+	$(UV) export --frozen --no-hashes --extra test --no-emit-project --no-header -q -o requirements.txt
 
 # LMDeploy in its own environment (GPU machines only): it needs a newer transformers than XTuner 0.2.0.
 lmdeploy-env:

@@ -42,3 +42,16 @@ def test_make_demo_leaves_every_stage(tmp_path):
     ppl = json.loads((work / "eval" / "report.json").read_text())["metrics"]["heldout_perplexity"]
     assert ppl["tuned"] < ppl["base"], ppl
     assert "kit serve --engine transformers" in result.stdout
+
+
+def test_requirements_txt_is_uv_lock():
+    """README's manual path installs requirements.txt: it must pin exactly what uv.lock pins."""
+    import tomllib
+
+    lock = {p["name"]: p["version"] for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+            if p["name"] != "kit"}
+    pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", (ROOT / "requirements.txt").read_text(), re.M))
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    pins = {norm(k): v for k, v in pins.items()}
+    missing = {k: v for k, v in lock.items() if k != "liger-kernel" and pins.get(norm(k)) != v}
+    assert not missing, f"run `make lock`: requirements.txt differs from uv.lock for {missing}"
