@@ -14,6 +14,7 @@ class RequestCache:
         self.path = Path(path)
         self.entries: dict[str, dict] = {}
         self.torn = 0  # lines lost to a crash mid-write (at most the last one)
+        self._tokens = [0, 0]  # running (prompt, completion) totals: asked after every call
         self._load()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
@@ -30,7 +31,7 @@ class RequestCache:
         for line in data[:end].decode("utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
-                self.entries[entry["key"]] = entry
+                self._remember(entry)
             except (json.JSONDecodeError, KeyError, TypeError):
                 self.torn += 1
 
@@ -40,17 +41,26 @@ class RequestCache:
     def get(self, key: str) -> dict:
         return self.entries[key]
 
-    def add(self, entry: dict) -> None:
+    def _remember(self, entry: dict) -> None:
+        old = self.entries.get(entry["key"])
+        for sign, e in ((-1, old), (1, entry)):
+            usage = (e or {}).get("usage") or {}
+            self._tokens[0] += sign * usage.get("prompt_tokens", 0)
+            self._tokens[1] += sign * usage.get("completion_tokens", 0)
         self.entries[entry["key"]] = entry
+
+    def add(self, entry: dict) -> None:
+        """Append the entry; it is durable once `sync()` returns."""
+        self._remember(entry)
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._file.flush()
+
+    def sync(self) -> None:
         os.fsync(self._file.fileno())
 
     def tokens(self) -> tuple[int, int]:
         """(prompt, completion) tokens of every call recorded here."""
-        usage = [e.get("usage") or {} for e in self.entries.values()]
-        return (sum(u.get("prompt_tokens", 0) for u in usage),
-                sum(u.get("completion_tokens", 0) for u in usage))
+        return self._tokens[0], self._tokens[1]
 
     def close(self) -> None:
         self._file.close()

@@ -180,7 +180,10 @@ class Generator:
                     self.tally.sent += 1
                     result = await call_api(client, body, self.settings, self.tally)
                     entry = {"key": key, "index": index, "model": body["model"], **result}
-                    self.cache.add(entry)  # durable before anything else can go wrong
+                    self.cache.add(entry)
+                    # Durable before anything else can go wrong; the fsync (~8 ms) runs off the event
+                    # loop so the other calls in flight are not held up by it.
+                    await asyncio.to_thread(self.cache.sync)
                 sample, why = self.evaluate(entry["content"], self._dedup)
             finally:
                 async with self._cond:
