@@ -14,6 +14,20 @@ import sys
 PEAK_PREFIX = "kit-train-peak: "
 
 
+def _record_peaks_across_resets(torch) -> dict[str, int]:
+    """mmengine's logger resets CUDA's peak-memory counters at every log line; keep the true peak."""
+    peaks = {"allocated": 0, "reserved": 0}
+    reset = torch.cuda.reset_peak_memory_stats
+
+    def recording_reset(device=None):
+        peaks["allocated"] = max(peaks["allocated"], torch.cuda.max_memory_allocated(device))
+        peaks["reserved"] = max(peaks["reserved"], torch.cuda.max_memory_reserved(device))
+        reset(device)
+
+    torch.cuda.reset_peak_memory_stats = recording_reset
+    return peaks
+
+
 def main(argv: list[str]) -> None:
     import torch
 
@@ -25,13 +39,15 @@ def main(argv: list[str]) -> None:
         # torch >= 2.6 unpickles weights only by default, and mmengine's checkpoints also hold its
         # log buffers; the file is this run's own checkpoint, so the full unpickler is safe here.
         os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    peaks = _record_peaks_across_resets(torch)
     sys.argv = ["xtuner.tools.train", *argv]
     runpy.run_module("xtuner.tools.train", run_name="__main__", alter_sys=True)
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(rank).total_memory
         print(PEAK_PREFIX + json.dumps({
-            "rank": rank, "max_allocated_mib": torch.cuda.max_memory_allocated(rank) / 2**20,
-            "max_reserved_mib": torch.cuda.max_memory_reserved(rank) / 2**20,
+            "rank": rank,
+            "max_allocated_mib": max(peaks["allocated"], torch.cuda.max_memory_allocated(rank)) / 2**20,
+            "max_reserved_mib": max(peaks["reserved"], torch.cuda.max_memory_reserved(rank)) / 2**20,
             "gpu_total_mib": total / 2**20, "fraction": float(fraction) if fraction else None,
         }), flush=True)
 
