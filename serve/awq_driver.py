@@ -6,6 +6,12 @@ feeds it the character's text and leaves the rest of LMDeploy's AWQ untouched.
 
   python awq_driver.py MODEL OUT --calib texts.json [--samples N --seqlen L --batch-size B --group-size G]
 Writes the quantized model to OUT and a JSON summary (time, peak GPU memory, tokens) to OUT/kit_awq.json.
+
+transformers 5 builds remote-code models on the meta device and then allocates, without initialising,
+every buffer that is not in the checkpoint. InternLM2's RoPE frequencies (`inv_freq`, a non-persistent
+buffer computed in __init__) therefore hold whatever was in memory: garbage RoPE on the CPU, NaN/inf on
+a GPU, where LMDeploy's calibration then asserts on NaN activations. `restore_rope_buffers` recomputes
+them after loading (see tests/serve/test_awq_driver.py).
 """
 
 import argparse
@@ -26,14 +32,42 @@ def local_loader(texts: list[str]):
     return get_calib_loaders, stats
 
 
-def list_tied_keys_to_dict(load):
-    """transformers 5 wants `_tied_weights_keys` as a dict and save_pretrained fails on the list that
-    InternLM2's remote code (written for 4.x) declares. Our models tie nothing: give it an empty dict."""
+def restore_rope_buffers(model) -> int:
+    """Recompute the RoPE buffers of remote-code rotary embeddings (InternLM2's: `dim`, `base`,
+    non-persistent `inv_freq`, in older versions also `cos_cached`/`sin_cached`) exactly as their
+    __init__ does. transformers 4.x computed them at construction; transformers 5 leaves them
+    uninitialised. Returns how many modules were fixed; transformers' own rotary classes (no `dim`/`base`)
+    are initialised by transformers and left alone."""
+    import torch
+
+    fixed = 0
+    for module in model.modules():
+        inv_freq = module._buffers.get("inv_freq")
+        dim, base = getattr(module, "dim", None), getattr(module, "base", None)
+        if inv_freq is None or not isinstance(dim, int) or isinstance(base, bool) \
+                or not isinstance(base, (int, float)):
+            continue
+        fresh = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        device = inv_freq.device if inv_freq.device.type != "meta" else None
+        module._buffers["inv_freq"] = fresh.to(device=device, dtype=inv_freq.dtype)
+        cached = module._buffers.get("cos_cached")
+        if cached is not None and hasattr(module, "_set_cos_sin_cache"):
+            module._set_cos_sin_cache(seq_len=getattr(module, "max_seq_len_cached", dim), device=device,
+                                      dtype=cached.dtype)
+        fixed += 1
+    return fixed
+
+
+def fix_loaded_model(load):
+    """Wrap LMDeploy's model loader with the transformers-5 fixes for InternLM2's 4.x-era remote code."""
     def wrapped(*args, **kwargs):
         model = load(*args, **kwargs)
+        # transformers 5 wants `_tied_weights_keys` as a dict and save_pretrained fails on the list that
+        # the remote code declares. Our models tie nothing: give it an empty dict.
         if isinstance(getattr(model, "_tied_weights_keys", None), list) and \
                 not getattr(model.config, "tie_word_embeddings", False):
             model._tied_weights_keys = {}
+        print(f"kit: recomputed RoPE frequencies in {restore_rope_buffers(model)} rotary embeddings", flush=True)
         return model
     return wrapped
 
@@ -55,7 +89,7 @@ def main() -> None:
 
     texts = json.loads(Path(args.calib).read_text(encoding="utf-8"))
     calibrate_module.get_calib_loaders, stats = local_loader(texts)
-    calibrate_module.load_hf_from_pretrained = list_tied_keys_to_dict(calibrate_module.load_hf_from_pretrained)
+    calibrate_module.load_hf_from_pretrained = fix_loaded_model(calibrate_module.load_hf_from_pretrained)
     torch.cuda.reset_peak_memory_stats()
     start = time.monotonic()
     # The dataset name only passes LMDeploy's argument check: our loader ignores it.
