@@ -10,7 +10,7 @@ from kit.persona import persona_for
 from kit.train.report import loss_history
 
 
-def write_fixture_data(folder: Path, n: int = 30, seed: int = 0) -> Path:
+def write_fixture_data(folder: Path, n: int = 120, seed: int = 0) -> Path:
     """A small dataset in `kit data build`'s form (OpenAI messages, the system prompt in each)."""
     persona = persona_for("bajie")
     rng = random.Random(seed)
@@ -41,8 +41,10 @@ def test_kit_train_cpu_progress_report_and_resume(tiny_model, tmp_path):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses  # it learns
     assert (work / "loss.png").stat().st_size > 1000
     header = (work / "samples.md").read_text(encoding="utf-8").splitlines()[0]
-    assert "iter 0 (untuned)" in header and "iter 10" in header
-    assert json.loads((work / "samples" / "iter_10.json").read_text())["samples"][0]["question"] == "你是谁？"
+    first_iter = int(ckpts[0].stem.split("_")[1])  # the recipe's save/eval interval
+    assert "iter 0 (untuned)" in header and f"iter {first_iter}" in header
+    sampled = json.loads((work / "samples" / f"iter_{first_iter}.json").read_text())
+    assert sampled["samples"][0]["question"] == "你是谁？"
 
     # An interrupted run: only the first two checkpoints survived. --resume continues from the newest.
     last = int(ckpts[-1].stem.split("_")[1])
