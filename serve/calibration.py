@@ -10,12 +10,9 @@ import json
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.eval.backends import chatml as render_chatml  # the one ChatML renderer (no generation prompt)
 from kit.paths import character_dir
 from kit.persona import persona_for
-
-
-def render_chatml(messages: list[dict]) -> str:
-    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
 
 
 def texts_from_file(path: Path) -> list[str]:
