@@ -30,7 +30,7 @@ def quantize(
 
     console = Console()
     check_kv(kv)
-    model = resolve_models(None, model)["tuned"] if model else resolve_models(None, None)["tuned"]
+    model = resolve_models(None, model)["tuned"]
     if not w4a16:
         if not kv:
             raise KitError("nothing to do: neither --w4a16 nor --kv", "kit quantize MODEL --w4a16 [--kv int8]")
