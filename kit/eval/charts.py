@@ -1,7 +1,6 @@
 """PNG charts: base vs tuned per metric, and each metric over the checkpoints of one run."""
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from kit import atomic  # noqa: E402
 from kit.eval.report import METRICS  # noqa: E402
 
 COLORS = {"base": "#8c8c8c", "tuned": "#e4572e"}
@@ -16,14 +16,12 @@ COLORS = {"base": "#8c8c8c", "tuned": "#e4572e"}
 
 def _save(fig, path: Path) -> None:
     # Atomic like every other kit write: a viewer never opens half a PNG.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def _title(name: str) -> str:
