@@ -1,6 +1,7 @@
 """After a run: the loss curve as a PNG and every checkpoint's chat samples side by side."""
 
 import html
+import io
 import json
 import re
 from pathlib import Path
@@ -41,10 +42,10 @@ def plot_loss(work_dir: Path) -> Path | None:
     ax.set(xlabel="iteration", ylabel="training loss", title=f"{Path(work_dir).name}: loss")
     ax.grid(alpha=0.3)
     out = Path(work_dir) / LOSS_PNG
-    tmp = out.with_name(".loss.tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(out)
+    atomic.write_bytes(out, buf.getvalue())
     return out
 
 
