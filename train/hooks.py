@@ -1,11 +1,12 @@
 """EvaluateChatHook fed from persona.yaml: the recipe never holds a copy of the persona's text."""
 
 import json
-import os
+from pathlib import Path
 
 from mmengine.dist import master_only
 from xtuner.engine.hooks import EvaluateChatHook
 
+from kit import atomic
 from kit.persona import load_persona
 
 SAMPLES_DIR = "samples"  # in the work dir: iter_N.json per checkpoint, iter_0.json before training
@@ -41,9 +42,5 @@ class PersonaChatHook(EvaluateChatHook):
         # XTuner adds one "\n" to each decoded chat; the prompt's own last "\n" must stay.
         records = [{"question": q, "text": text[:-1] if text.endswith("\n") else text}
                    for q, text in zip(self.evaluation_inputs, eval_outputs)]
-        folder = os.path.join(runner.work_dir, SAMPLES_DIR)
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"iter_{self._step}.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump({"iter": self._step, "samples": records}, f, ensure_ascii=False, indent=1)
-        os.replace(path + ".tmp", path)
+        atomic.write_text(Path(runner.work_dir, SAMPLES_DIR, f"iter_{self._step}.json"),
+                          json.dumps({"iter": self._step, "samples": records}, ensure_ascii=False, indent=1))
