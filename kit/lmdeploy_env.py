@@ -5,6 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
+from kit.errors import KitError
 from kit.paths import PACKAGE_ROOT
 
 DEFAULT_ENV = PACKAGE_ROOT / ".venv-lmdeploy"
@@ -18,3 +19,12 @@ def lmdeploy_python() -> Path | None:
         return Path(found) if Path(found).exists() else None
     candidate = DEFAULT_ENV / "bin" / "python"
     return candidate if candidate.exists() else None
+
+
+def require_lmdeploy_python() -> Path:
+    """lmdeploy_python(), or the error that says how to set LMDeploy's environment up."""
+    python = lmdeploy_python()
+    if python is None:
+        raise KitError("LMDeploy is not installed (it lives in its own environment)",
+                       "make lmdeploy-env, or point $KIT_LMDEPLOY_PYTHON at a Python that has lmdeploy")
+    return python

@@ -28,7 +28,7 @@ def cuda_available() -> bool:
 
 
 def resolve_engine(engine: str) -> str:
-    from kit.lmdeploy_env import lmdeploy_python
+    from kit.lmdeploy_env import lmdeploy_python, require_lmdeploy_python
 
     if engine not in ("auto", "lmdeploy", "transformers"):
         raise KitError(f"--engine {engine}: expected lmdeploy, transformers or auto")
@@ -37,9 +37,8 @@ def resolve_engine(engine: str) -> str:
     if engine == "lmdeploy" and not cuda_available():
         raise KitError("LMDeploy needs a GPU and this machine has no CUDA device",
                        "use --engine transformers (the embedded CPU server, same API)")
-    if engine == "lmdeploy" and lmdeploy_python() is None:
-        raise KitError("LMDeploy is not installed (it lives in its own environment)",
-                       "make lmdeploy-env, or point $KIT_LMDEPLOY_PYTHON at a Python that has lmdeploy")
+    if engine == "lmdeploy":
+        require_lmdeploy_python()
     return engine
 
 
@@ -63,7 +62,7 @@ def plan_servers(models: dict[str, Path], engine: str, host: str, port: int, cha
 
 def _lmdeploy_plans(models, host, client_host, port, character, api_key, backend, kv, gpu_fraction,
                     free_mib, python) -> list[ServerPlan]:
-    from kit.lmdeploy_env import lmdeploy_python
+    from kit.lmdeploy_env import lmdeploy_python, require_lmdeploy_python
     from kit.serve.quantize import check_kv, recorded_kv
 
     check_kv(kv)

@@ -43,18 +43,14 @@ def require_gpu_lmdeploy() -> Path:
     """LMDeploy's interpreter, or a clear error: LMDeploy runs on GPUs only."""
     import torch
 
-    from kit.lmdeploy_env import lmdeploy_python
+    from kit.lmdeploy_env import require_lmdeploy_python
 
     if not torch.cuda.is_available():
         raise KitError("LMDeploy needs a GPU: its AWQ quantization and its engines run on CUDA devices "
                        "only, and this machine has none",
                        "run `kit quantize` on a GPU machine (after `make lmdeploy-env`); on CPU, serve "
                        "the unquantized model with `kit serve --engine transformers`")
-    python = lmdeploy_python()
-    if python is None:
-        raise KitError("LMDeploy is not installed (it lives in its own environment)",
-                       "make lmdeploy-env, or point $KIT_LMDEPLOY_PYTHON at a Python that has lmdeploy")
-    return python
+    return require_lmdeploy_python()
 
 
 def quantize_model(model: Path, out: Path, texts: list[str], settings: AwqSettings, kv: str | None,
