@@ -72,9 +72,10 @@ class Setup:
     lora_r: int = 64
     checkpointing: bool = True  # XTuner's SupervisedFinetune default
     # kit.train.fast (FastSupervisedFinetune): flash varlen attention (no score matrix), a chunked loss
-    # (one chunk of logits alive), and frozen embeddings kept in fp16 instead of peft's fp32 upcast.
+    # (one chunk of logits alive), and frozen embeddings kept in the load dtype instead of peft's fp32.
     fast: bool = False
     ce_chunk: int = 1024
+    load_bytes: int = 2  # bytes per frozen weight in the recipe's torch_dtype (fp16; 4 for the CPU fp32 run)
 
 
 @dataclass(frozen=True)
@@ -102,19 +103,20 @@ def plan_memory(shape: ModelShape, setup: Setup) -> Plan:
                       f"{total / 1e9:.2f}B params x 16 B (fp32 weight, grad, two moments)"))
         residual_bytes = 2
     else:
-        per_weight = NF4_BYTES if setup.method == "qlora" else 2
+        load = f"fp{8 * setup.load_bytes}"
+        per_weight = NF4_BYTES if setup.method == "qlora" else setup.load_bytes
         items.append(("base linear weights", shape.linear_params * per_weight,
                       f"{shape.linear_params / 1e9:.2f}B params x {per_weight:.3f} B "
-                      + ("(nf4 + double-quant absmax)" if setup.method == "qlora" else "(fp16)")))
-        embed_bytes = 2 if setup.fast else UPCAST_BYTES
+                      + ("(nf4 + double-quant absmax)" if setup.method == "qlora" else f"({load})")))
+        embed_bytes = setup.load_bytes if setup.fast else UPCAST_BYTES
         items.append(("embeddings + output head", shape.embedding_params * embed_bytes,
                       f"{shape.embedding_params / 1e6:.0f}M params " +
-                      ("kept in fp16" if setup.fast else "upcast to fp32 by peft")))
+                      (f"kept in {load}" if setup.fast else "upcast to fp32 by peft")))
         adapter = shape.layers * setup.lora_r * sum(a + b for a, b in shape.linears())
         items.append(("LoRA adapter + AdamW", adapter * TRAINABLE_BYTES,
                       f"{adapter / 1e6:.1f}M params (r={setup.lora_r}) x 16 B"))
         # peft's fp32 embedding makes the residual stream fp32 under autocast; the fast path's is fp16.
-        residual_bytes = 2 if setup.fast else 4
+        residual_bytes = setup.load_bytes if setup.fast else 4
     layer_inputs = shape.layers * tokens * h * residual_bytes
     if setup.checkpointing:
         items.append(("checkpointed layer inputs", layer_inputs,

@@ -50,6 +50,15 @@ class RecipeFacts:
     setup: Setup
 
 
+def torch_dtype_bytes(dtype) -> int:
+    """Bytes per element of the recipe's torch_dtype (a torch.dtype, or a name such as 'float16')."""
+    import torch
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, torch.float16)
+    return dtype.itemsize if isinstance(dtype, torch.dtype) else 2
+
+
 def recipe_facts(cfg) -> RecipeFacts:
     llm = cfg.model.llm
     lora = cfg.model.get("lora")
@@ -62,7 +71,8 @@ def recipe_facts(cfg) -> RecipeFacts:
         setup=Setup(method, seq_len=int(cfg.get("max_length", 2048)),
                     batch=int(cfg.train_dataloader.batch_size), lora_r=int(lora.r) if lora else 0,
                     fast=getattr(cfg.model.type, "__name__", str(cfg.model.type)).startswith("Fast"),
-                    ce_chunk=int(cfg.model.get("ce_chunk", 1024))),
+                    ce_chunk=int(cfg.model.get("ce_chunk", 1024)),
+                    load_bytes=torch_dtype_bytes(llm.get("torch_dtype"))),
     )
 
 
