@@ -4,6 +4,7 @@ Each stage owns its commands in its own module; this file only wires them togeth
 KitError into a readable message and an exit code (2 for bad input, 3 for a stage not built yet).
 """
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -55,7 +56,10 @@ app.add_typer(lab_cli.app, name="lab")
 def main() -> None:
     # XTuner/MKL abort with "mkl-service + Intel(R) MKL" without this; children inherit it.
     os.environ.setdefault("MKL_SERVICE_FORCE_INTEL", "1")
-    console = Console(stderr=True)
+    # bitsandbytes warns on CPU that an optional hub kernel is missing; kit never uses it there.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # soft_wrap: an error names paths and commands people copy; never break them at the terminal edge.
+    console = Console(stderr=True, soft_wrap=True)
     try:
         app()
     except NotBuiltYet as e:

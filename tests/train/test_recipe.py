@@ -89,5 +89,7 @@ def test_train_refuses_bad_input(args, needle):
 
     if needle == "needs a CUDA GPU" and torch.cuda.is_available():
         pytest.skip("this host has a GPU")
-    r = run_kit("train", *args)
+    # A narrow terminal: the error must still come out on unbroken lines (CI's longer checkout path
+    # once wrapped "needs a CUDA GPU" across two lines).
+    r = run_kit("train", *args, env={"COLUMNS": "40"})
     assert r.returncode == 2 and needle in r.stderr, r.stderr
