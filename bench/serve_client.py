@@ -40,13 +40,17 @@ def check(url: str, model: str, system: str | None, max_tokens: int) -> dict:
     return result
 
 
-async def concurrent(url: str, model: str, n: int, max_tokens: int) -> dict:
+async def concurrent(url: str, model: str, n: int, max_tokens: int, system: str | None = None,
+                     ignore_eos: bool = False) -> dict:
     c = openai.AsyncOpenAI(base_url=url, api_key="none", timeout=600, max_retries=0)
 
     async def one(i):
-        stream = await c.chat.completions.create(model=model, messages=[{"role": "user", "content": f"问题{i}"}],
-                                                 max_tokens=max_tokens, temperature=0.8, stream=True,
-                                                 stream_options={"include_usage": True})
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": f"问题{i}"}]
+        # ignore_eos (LMDeploy's extension): every stream makes max_tokens, so runs compare like for like
+        stream = await c.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                                 temperature=0.8, stream=True, stream_options={"include_usage": True},
+                                                 extra_body={"ignore_eos": True} if ignore_eos else None)
         tokens = 0
         async for ch in stream:
             if ch.usage:

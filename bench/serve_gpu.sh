@@ -2,10 +2,11 @@
 # GPU-machine check of `kit serve` (LMDeploy) and `kit quantize` on an InternLM2-1.8B-shaped model.
 #   bench/serve_gpu.sh serve      build the model; kit serve base+tuned in a 30% GPU slice; openai client
 #   bench/serve_gpu.sh quantize   build the model; kit quantize --w4a16 --kv int8; serve it in a 10% slice
+#   bench/serve_gpu.sh overhead   build the model; kit serve vs bare LMDeploy, same load (bench/serve_overhead.py)
 # Needs (carried): .whl-serve (shared/gpu/fetch-wheels.sh serve) and .serve-gpu/tiny (a kit.tiny model:
 # tokenizer, chat template, InternLM2 remote code). Logs and results go to $OUT.
 set -uo pipefail
-stage=${1:?serve|quantize}
+stage=${1:?serve|quantize|overhead}
 O=${OUT:-/tmp/out}; mkdir -p "$O"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 KIT_HOME=$PWD KIT_LMDEPLOY_PYTHON=python3
 say() { echo "== $(date +%T) $*" | tee -a "$O/summary.txt"; }
@@ -45,4 +46,6 @@ case $stage in
     du -sh "$M" /tmp/models/w4a16 | tee -a "$O/summary.txt"
     serve_and_check serve_w4a16.log http://127.0.0.1:23340/v1=tuned -- \
       --engine lmdeploy --tuned /tmp/models/w4a16 --no-ui --gpu-fraction 0.1 --port 23340 ;;
+  overhead)
+    python3 "$OLDPWD/bench/serve_overhead.py" "$M" --logs "$O" --out "$O/serve_overhead.json" 2>&1 | tee -a "$O/summary.txt" ;;
 esac
