@@ -1,7 +1,9 @@
-"""The generation cache: one JSON line per finished API call, appended and fsynced at once.
+"""The generation cache: one JSON line per finished API call, appended and flushed at once.
 
-A crash or Ctrl-C can tear at most the line being written; loading cuts that torn tail off, so a
-re-run finds every finished call and sends none of them again.
+Each line reaches the OS before the answer is used, so a crash, kill -9 or Ctrl-C loses no finished
+call; `sync()` (group commit, see generate.py) makes them survive a power cut or OS crash as well.
+A crash can tear at most the line being written; loading cuts that torn tail off, so a re-run finds
+every finished call and sends none of them again.
 """
 
 import json
@@ -15,6 +17,7 @@ class RequestCache:
         self.entries: dict[str, dict] = {}
         self.torn = 0  # lines lost to a crash mid-write (at most the last one)
         self._tokens = [0, 0]  # running (prompt, completion) totals: asked after every call
+        self._unsynced = False  # lines added since the last fsync
         self._load()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
@@ -50,17 +53,22 @@ class RequestCache:
         self.entries[entry["key"]] = entry
 
     def add(self, entry: dict) -> None:
-        """Append the entry; it is durable once `sync()` returns."""
+        """Append the entry and hand it to the OS: it survives the process dying from here on."""
         self._remember(entry)
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._file.flush()
+        self._unsynced = True
 
     def sync(self) -> None:
-        os.fsync(self._file.fileno())
+        """fsync what was added: it survives a power cut or OS crash too. Safe from another thread."""
+        if self._unsynced:
+            self._unsynced = False  # cleared first: an add() during the fsync keeps it set
+            os.fsync(self._file.fileno())
 
     def tokens(self) -> tuple[int, int]:
         """(prompt, completion) tokens of every call recorded here."""
         return self._tokens[0], self._tokens[1]
 
     def close(self) -> None:
+        self.sync()
         self._file.close()
