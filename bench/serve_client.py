@@ -60,6 +60,7 @@ async def concurrent(url: str, model: str, n: int, max_tokens: int, system: str 
     t = time.monotonic()
     tokens = await asyncio.gather(*(one(i) for i in range(n)))
     s = time.monotonic() - t
+    await c.close()  # inside this event loop: asyncio.run closes it when we return
     return {"concurrent_streams": n, "concurrent_s": round(s, 2), "concurrent_tokens": sum(tokens),
             "concurrent_tok_per_s": round(sum(tokens) / s, 1)}
 
