@@ -4,22 +4,14 @@ An XTuner work dir holds `iter_N.pth` (or `epoch_N.pth`) checkpoints, a `last_ch
 the newest one, and the config XTuner dumped when training started (`<recipe>.py`).
 """
 
-import re
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.train.run import CHECKPOINT, checkpoints
 
 # Where runs live by default: XTuner's own default (`xtuner train recipes/bajie.py` -> work_dirs/bajie)
 # and kit's runs/ folder, both relative to the current directory.
 RUN_ROOTS = ("work_dirs", "runs")
-CHECKPOINT = re.compile(r"^(iter|epoch)_(\d+)\.pth$")
-
-
-def _checkpoints(work_dir: Path) -> list[Path]:
-    """Checkpoints of a work dir, oldest first (by step number, epochs after iterations)."""
-    found = [p for p in work_dir.iterdir() if CHECKPOINT.match(p.name)]
-    return sorted(found, key=lambda p: (CHECKPOINT.match(p.name)[1] == "epoch",
-                                        int(CHECKPOINT.match(p.name)[2])))
 
 
 def find_run(run: str | Path | None, cwd: Path | None = None) -> Path:
@@ -35,17 +27,17 @@ def find_run(run: str | Path | None, cwd: Path | None = None) -> Path:
         raise KitError(f"no run {run!r}: not a folder, nor one under {' or '.join(RUN_ROOTS)}/",
                        "pass the XTuner work dir, e.g. `kit merge work_dirs/bajie`")
     runs = [d for root in RUN_ROOTS if (cwd / root).is_dir()
-            for d in (cwd / root).iterdir() if d.is_dir() and _checkpoints(d)]
+            for d in (cwd / root).iterdir() if d.is_dir() and checkpoints(d)]
     if not runs:
         raise KitError(f"no training run with checkpoints under {cwd}/{{{','.join(RUN_ROOTS)}}}/",
                        "train first (`kit train recipes/bajie.py`) or pass the work dir: kit merge DIR")
-    return max(runs, key=lambda d: _checkpoints(d)[-1].stat().st_mtime)
+    return max(runs, key=lambda d: checkpoints(d)[-1].stat().st_mtime)
 
 
 def find_checkpoint(work_dir: Path, chosen: str | Path | None = None) -> Path:
     """The chosen checkpoint (a name in work_dir or a path), else the newest one of the run."""
     work_dir = Path(work_dir)
-    available = _checkpoints(work_dir) if work_dir.is_dir() else []
+    available = checkpoints(work_dir)
     names = ", ".join(p.name for p in available) or "none"
     if chosen is not None:
         for path in (Path(chosen), work_dir / str(chosen)):

@@ -6,9 +6,9 @@ samples are rendered in the model's ChatML form, so the activations seen in cali
 the served model sees.
 """
 
-import json
 from pathlib import Path
 
+from kit.data.samples import read_jsonl
 from kit.errors import KitError
 from kit.eval.backends import chatml as render_chatml  # the one ChatML renderer (no generation prompt)
 from kit.paths import character_dir
@@ -20,13 +20,7 @@ def texts_from_file(path: Path) -> list[str]:
     if path.suffix != ".jsonl":
         return [t for t in path.read_text(encoding="utf-8").split("\n\n") if t.strip()]
     texts = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise KitError(f"{path}:{lineno}: not JSON ({e.msg})", "one JSON object per line") from None
+    for lineno, row in read_jsonl(path):
         if isinstance(row.get("messages"), list):
             texts.append(render_chatml(row["messages"]))
         elif isinstance(row.get("text"), str):

@@ -22,7 +22,8 @@ from kit.paths import recipes_dir
 from kit.train.launch import PEAK_PREFIX
 from kit.train.progress import parse_iter_line, training_progress
 
-CHECKPOINT = re.compile(r"iter_(\d+)\.pth$")
+# XTuner names checkpoints iter_N.pth (epoch_N.pth when saving by epoch); under DeepSpeed they are folders.
+CHECKPOINT = re.compile(r"^(iter|epoch)_(\d+)\.pth$")
 OUTPUT_LOG = "train_output.log"  # everything the run printed, crashes before mmengine's log included
 
 # A crash's last lines, matched to a fix the user can act on.
@@ -39,9 +40,11 @@ HINTS = [
 
 
 def checkpoints(work_dir: Path) -> list[Path]:
-    """XTuner's iter_N.pth checkpoints in `work_dir`, oldest first."""
-    found = [p for p in Path(work_dir).glob("iter_*.pth") if CHECKPOINT.search(p.name)]
-    return sorted(found, key=lambda p: int(CHECKPOINT.search(p.name).group(1)))
+    """XTuner's checkpoints in `work_dir`, oldest first (by step number, epochs after iterations)."""
+    work_dir = Path(work_dir)
+    found = [p for p in work_dir.iterdir() if CHECKPOINT.match(p.name)] if work_dir.is_dir() else []
+    return sorted(found, key=lambda p: (CHECKPOINT.match(p.name)[1] == "epoch",
+                                        int(CHECKPOINT.match(p.name)[2])))
 
 
 def xtuner_command(recipe: Path, work_dir: Path, *, nproc: int = 1, deepspeed: str | None = None,

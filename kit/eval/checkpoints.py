@@ -27,9 +27,10 @@ def _step(name: str) -> int | None:
 
 
 def _in_folder(path: Path) -> list[Checkpoint]:
-    from kit.convert.locate import CHECKPOINT, find_config
+    from kit.convert.locate import find_config
+    from kit.train.run import checkpoints
 
-    pths = [p for p in path.iterdir() if CHECKPOINT.match(p.name)]
+    pths = checkpoints(path)
     if pths:
         config = find_config(path)
         return [Checkpoint(p.stem, _step(p.stem), p, config) for p in pths]

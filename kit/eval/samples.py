@@ -1,9 +1,9 @@
 """The eval inputs: held-out `messages` JSONL and the general-ability sanity set shipped with kit."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.data.samples import read_jsonl
 from kit.errors import KitError
 
 GENERAL_SET = Path(__file__).with_name("general_sanity.jsonl")
@@ -30,22 +30,13 @@ class GeneralItem:
     expect: list[str]  # any of these substrings (case-insensitive) counts as correct
 
 
-def _jsonl(path: Path):
+def load_samples(path: Path) -> list[Sample]:
+    path = Path(path)
     if not path.is_file():
         raise KitError(f"eval file not found: {path}",
                        "build it with `kit data build CHARACTER` or pass --eval-file")
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield n, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise KitError(f"{path}:{n}: not valid JSON ({e.msg})", "one JSON object per line") from None
-
-
-def load_samples(path: Path) -> list[Sample]:
     samples = []
-    for n, row in _jsonl(Path(path)):
+    for n, row in read_jsonl(path):
         where = f"{path}:{n}"
         msgs = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(msgs, list) or len(msgs) < 2:
@@ -67,7 +58,7 @@ def load_samples(path: Path) -> list[Sample]:
 
 def load_general_set(path: Path = GENERAL_SET) -> list[GeneralItem]:
     items = []
-    for n, row in _jsonl(path):
+    for n, row in read_jsonl(path):
         if not (isinstance(row.get("prompt"), str) and isinstance(row.get("expect"), list) and row["expect"]):
             raise KitError(f"{path}:{n}: needs \"prompt\" (text) and \"expect\" (list of substrings)")
         items.append(GeneralItem(row["prompt"], [str(e) for e in row["expect"]]))
