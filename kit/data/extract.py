@@ -29,6 +29,10 @@ _QUOTES = "“”「」『』\"'‘’"
 # Novel prose: quotes, the speech verbs that introduce them, and lead-in words before a subject.
 _QUOTE = re.compile(r"“(?P<a>[^“”]*)”|「(?P<b>[^「」]*)」")
 _SPEECH_VERB = re.compile(rf"(道|说|曰|问|答|叫|喊|嚷|骂|念|喝)\s*[：:，,]?\s*$")
+# The speaker named after the quote, in modern prose: “…”八戒道。 / “…”八戒笑道，转身走了。 / “…，”八戒道，“…”
+# A clause ending in a colon introduces the next quote instead, so it never matches here.
+_TAG_AFTER = re.compile(r"^\s*(?P<clause>[^“”「」。！？!?：:，,]{1,16}?(道|说|曰|问|答|叫|喊|嚷|骂|念|喝))"
+                        r"\s*(?P<end>[。！？!?]|[，,]|$)")
 _LEAD_IN = ("却说", "话说", "只见", "只听得", "只听", "原来", "忽见", "慌得", "唬得", "急得", "喜得",
             "气得", "那个", "这个", "那", "这", "却", "又", "便", "也", "忙", "遂")
 # A verb clause with nothing but adverbs before the verb continues the previous speaker: 又道 / 又笑道.
@@ -152,19 +156,35 @@ def parse_novel(text: str, aliases: list[str]) -> list[Utterance | None]:
             previous = None
             continue
         position = 0
-        for m in _QUOTE.finditer(raw):
+        quotes = list(_QUOTE.finditer(raw))
+        held: Utterance | None = None  # the first half of a split quote, “师父，”八戒道，“走罢。”
+        for i, m in enumerate(quotes):
             before = raw[position:m.start()]
+            after = raw[m.end():quotes[i + 1].start() if i + 1 < len(quotes) else len(raw)]
             position = m.end()
             speech = clean_line(m.group("a") if m.group("a") is not None else m.group("b"))
             speaker = _speaker(before, aliases, others, previous)
-            # Context for a line that opens a chapter: the narration before it, less the verb clause.
-            narration = clean_line(re.sub(r"[，,]?[^，,。！？]*$", "", before.strip()))
+            tag = _TAG_AFTER.match(after) if speaker is None else None
+            if tag:
+                speaker = _speaker(tag["clause"], aliases, others, previous)
+            # Context for a line that opens a chapter: the narration before it, less any verb clause.
+            narration = clean_line(before if tag else re.sub(r"[，,]?[^，,。！？]*[，,]?$", "", before.strip()))
             if speaker is None or not speech:
                 continue
             if narration:
                 out.append(Utterance(NARRATION, narration, no))
-            out.append(Utterance(speaker, speech, no))
+            if held and held.speaker == speaker:
+                speech = held.text + speech
+            elif held:
+                out.append(held)
+            held = None
             previous = speaker
+            if tag and tag["end"] in "，," and not after[tag.end():].strip() and i + 1 < len(quotes):
+                held = Utterance(speaker, speech, no)  # its second half is the next quote
+                continue
+            out.append(Utterance(speaker, speech, no))
+        if held:
+            out.append(held)
     return out
 
 

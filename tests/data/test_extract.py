@@ -71,6 +71,17 @@ def test_novel_attributes_each_quote_to_its_speaker():
         "二哥，你扫地时莫偷吃供果。", "二哥，你扫地时莫偷吃供果。", "悟能，何事喧哗？"]
 
 
+def test_novel_speaker_named_after_the_quote():
+    text = ("第一章\n他回头看了一眼。“师父，”八戒道，“咱们走罢。”行者笑道：“呆子又偷懒。”\n"
+            "“俺老猪才不偷懒。”八戒嚷道。庙门上写着“观音禅院”四个大字。\n"
+            "“你这呆子！”行者骂道。“哪里走！”八戒说，“吃俺一耙！”“明日再说，”三藏道，“都睡罢。”\n")
+    lines, _ = extract_lines(text, BAJIE, "novel")
+    # A split quote is one line; a name in a quote (呆子) or a plain quoted noun is nobody's line.
+    assert [(line.user, line.text) for line in lines] == [
+        ("他回头看了一眼。", "师父，咱们走罢。"), ("呆子又偷懒。", "俺老猪才不偷懒。"),
+        ("你这呆子！", "哪里走！吃俺一耙！")]
+
+
 def test_auto_format_tells_script_from_novel():
     assert detect_format(SCRIPT) == "script"
     assert detect_format(NOVEL) == "novel"
