@@ -2,9 +2,11 @@
 
 Dialogue i always sends the same request (gen_prompts), so its hash is its cache key. Each finished
 call is appended to the cache (written through to the OS) before anything else happens, and fsynced
-within SYNC_EVERY seconds; a re-run answers cached keys from the cache and sends only the rest. Failed calls (429, 5xx, timeouts, broken bodies) are retried with
-backoff and never cached; finished calls whose JSON is useless stay cached (they were paid for) and
-count as rejected. The output is recomputed from the cache in index order, so it is deterministic.
+within SYNC_EVERY seconds; a re-run answers cached keys from the cache and sends only the rest.
+Failed calls (429, 5xx, timeouts, broken bodies) are retried with backoff and never cached; finished
+calls whose JSON is useless stay cached (they were paid for) and count as rejected. Answers are
+judged (parsed, filtered, deduplicated) once each, in index order whatever order they finish in, so
+the output is deterministic and the same on a re-run.
 """
 
 import asyncio
@@ -93,7 +95,7 @@ async def call_api(client, body: dict, settings: Settings, tally: Tally) -> dict
         delay = None
         try:
             # The body as built, the answer as plain JSON: chat.completions.create would spend ~0.6 ms
-            # of event-loop CPU per call re-validating the body and building response models.
+            # of event-loop CPU per call walking the body through its type hints and building models.
             data = await client.post("/chat/completions", body=body, cast_to=object,
                                      options={"timeout": settings.timeout})
             usage = data.get("usage") or {}
@@ -130,7 +132,9 @@ class Generator:
         self.filters = Filters(max_chars=200, markers=markers)
         self.tally = Tally()
         self._dedup = Deduper()
-        self._valid = 0
+        self._finished: dict[int, dict] = {}  # cache entries waiting for a lower index to finish
+        self._judged = 0  # indices below this are judged
+        self.samples: list[dict] = []  # the output, in index order
         self._in_flight = 0
         self.issued = 0  # dialogue indices taken so far (cached or sent)
         self._cond = asyncio.Condition()
@@ -140,15 +144,30 @@ class Generator:
         return request_body(self.persona, index, model=s.model, turns=s.turns, temperature=s.temperature,
                             max_tokens=s.max_tokens)
 
-    def evaluate(self, content: str, dedup: Deduper) -> tuple[dict | None, str | None]:
+    def evaluate(self, content: str) -> tuple[dict | None, str | None]:
         """(sample, None) if the answer makes a usable dialogue, else (None, why not)."""
         try:
             turns = parse_dialogue(content, self.names)
         except ValueError as e:
             return None, f"unparseable: {e}"
         sample = chat(self.persona.system_prompt, turns)
-        why = self.filters.reason(replies(sample)) or dedup.check(replies(sample))
+        why = self.filters.reason(replies(sample)) or self._dedup.check(replies(sample))
         return (None, why) if why else (sample, None)
+
+    def _judge(self, entry: dict) -> None:
+        sample, why = self.evaluate(entry["content"])
+        if sample is None:
+            self.tally.reject(why.split(":")[0])
+        elif len(self.samples) < self.settings.n:
+            self.samples.append(sample)
+
+    def _take(self, index: int, entry: dict) -> None:
+        """Judge finished calls in index order: of two near copies the lower index stays, however
+        they finished, so the output needs no second pass over the cache."""
+        self._finished[index] = entry
+        while self._judged in self._finished:
+            self._judge(self._finished.pop(self._judged))
+            self._judged += 1
 
     def spent(self) -> tuple[int, float]:
         prompt, completion = self.cache.tokens()
@@ -167,10 +186,12 @@ class Generator:
         limit = self.settings.max_requests or 2 * self.settings.n
         while True:
             async with self._cond:
-                # Wait while the calls in flight may already complete the set; go on if one fails.
-                while self._valid + self._in_flight >= self.settings.n and self._in_flight:
+                # Wait while the calls in flight (and those finished, not yet judged) may already complete
+                # the set; go on if one fails.
+                while (len(self.samples) + self._in_flight + len(self._finished) >= self.settings.n
+                       and self._in_flight):
                     await self._cond.wait()
-                if self._valid >= self.settings.n or self.issued >= limit:
+                if len(self.samples) >= self.settings.n or self.issued >= limit:
                     return
                 index, body = self.issued, self.body(self.issued)
                 key = request_key(body)
@@ -187,18 +208,14 @@ class Generator:
                     result = await call_api(client, body, self.settings, self.tally)
                     entry = {"key": key, "index": index, "model": body["model"], **result}
                     self.cache.add(entry)  # safe from a crash from here on; fsynced by _sync_cache
-                sample, why = self.evaluate(entry["content"], self._dedup)
+                self._take(index, entry)
             finally:
                 async with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
-            async with self._cond:
-                if sample is not None:
-                    self._valid += 1
-                    progress.advance(task)
-                tokens, cost = self.spent()
-                progress.update(task, sent=self.tally.sent, cached=self.tally.cached,
-                                retries=self.tally.retries, tokens=tokens, cost=cost)
+            tokens, cost = self.spent()
+            progress.update(task, completed=len(self.samples), sent=self.tally.sent,
+                            cached=self.tally.cached, retries=self.tally.retries, tokens=tokens, cost=cost)
 
     async def _sync_cache(self) -> None:
         while True:
@@ -208,7 +225,8 @@ class Generator:
     async def run(self, console: Console, key: str) -> None:
         import openai
 
-        # One connection per call slot, all kept alive (openai's default pool keeps only 100 idle).
+        # One connection per call slot, all kept alive (openai's default pool keeps only 100 idle);
+        # the Limits class of whichever httpx this openai is built on.
         c = self.settings.concurrency
         limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=c, max_keepalive_connections=c)
         client = openai.AsyncOpenAI(base_url=self.settings.base_url, api_key=key, max_retries=0,
@@ -229,19 +247,10 @@ class Generator:
                 await client.close()
 
     def collect(self) -> list[dict]:
-        """The output: cached answers in index order, parsed, filtered, deduplicated, first n."""
-        dedup, samples = Deduper(), []
-        self.tally.rejected = {}
-        for index in range(self.issued):
-            key = request_key(self.body(index))
-            if key not in self.cache:
-                continue
-            sample, why = self.evaluate(self.cache.get(key)["content"], dedup)
-            if sample is None:
-                self.tally.reject(why.split(":")[0])
-            elif len(samples) < self.settings.n:
-                samples.append(sample)
-        return samples
+        """The output: the first n usable dialogues in index order, from every finished call."""
+        for index in sorted(self._finished):  # left behind a call that failed when the run stopped
+            self._judge(self._finished.pop(index))
+        return self.samples
 
 
 def generate(persona: Persona, settings: Settings, out: Path, cache_path: Path | None = None,
