@@ -32,6 +32,7 @@ class Delta:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    token_ids: tuple[int, ...] = ()  # on the last delta: the generated ids (stop tokens excluded)
 
 
 class ContextOverflow(KitError):
@@ -91,11 +92,15 @@ class HFChatModel:
 
     def stream(self, messages: list[dict], params: SamplingParams,
                cancelled: threading.Event | None = None) -> Iterator[Delta]:
-        """Yield text deltas; blocking, so run it in a worker thread."""
+        """Yield the chat answer's text deltas; blocking, so run it in a worker thread."""
+        return self.stream_ids(self.prompt_ids(messages), params, cancelled)
+
+    def stream_ids(self, ids: list[int], params: SamplingParams,
+                   cancelled: threading.Event | None = None) -> Iterator[Delta]:
+        """Yield text deltas continuing the token ids `ids`; blocking."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        ids = self.prompt_ids(messages)
         if len(ids) + params.max_tokens > self.context:
             raise ContextOverflow(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
                                   f"the context window of '{self.name}' ({self.context} tokens)",
@@ -148,7 +153,24 @@ class HFChatModel:
         yield from self._pending(state, stops, final=True)
         last = int(result["out"][0, -1])
         reason = "stop" if state["stopped"] or last in stop_ids else "length"
-        yield Delta("", finish_reason=reason, prompt_tokens=len(ids), completion_tokens=len(new))
+        yield Delta("", finish_reason=reason, prompt_tokens=len(ids), completion_tokens=len(new),
+                    token_ids=tuple(new))
+
+    def score(self, ids: list[int], top: int = 0) -> list[tuple[float | None, dict[str, float]]]:
+        """Each token's log-probability given the ones before it (None for the first), with the `top`
+        most likely tokens at that position; blocking. What /v1/completions' echo + logprobs returns."""
+        import torch
+
+        with self._slots, torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        picked = logprobs.gather(1, torch.tensor(ids[1:]).unsqueeze(1))[:, 0].tolist()
+        tops = [{}] * len(picked)
+        if top:
+            values, indices = logprobs.topk(top, dim=-1)
+            tops = [{self.tokenizer.decode([i]): v for i, v in zip(row_i, row_v)}
+                    for row_i, row_v in zip(indices.tolist(), values.tolist())]
+        return [(None, {}), *zip(picked, tops)]
 
     @staticmethod
     def _pending(state: dict, stops: tuple[str, ...], final: bool) -> Iterator[Delta]:

@@ -1,4 +1,5 @@
-"""The embedded OpenAI-compatible server: /v1/chat/completions (plain and SSE), /v1/models, /health.
+"""The embedded OpenAI-compatible server: /v1/chat/completions (plain and SSE), /v1/completions (plain,
+with echo and logprobs, which `kit eval` scores perplexity through), /v1/models, /health.
 
 One process serves several models by name (e.g. "base" and "tuned"); clients such as the official
 `openai` package, the compare page and `kit data generate` talk to it like to LMDeploy's api_server.
@@ -10,6 +11,7 @@ import secrets
 import threading
 import time
 import uuid
+from typing import Callable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -32,13 +34,30 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
 
 
+class CompletionRequest(BaseModel):
+    model: str
+    prompt: str
+    max_tokens: int = Field(default=16, ge=0)
+    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    n: int = Field(default=1, ge=1, le=1)
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
-def _params(req: ChatRequest) -> SamplingParams:
+def _params(req: ChatRequest | CompletionRequest) -> SamplingParams:
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    return SamplingParams(max_tokens=req.max_completion_tokens or req.max_tokens or 256,
+    max_tokens = req.max_tokens if isinstance(req, CompletionRequest) else (
+        req.max_completion_tokens or req.max_tokens or 256)
+    return SamplingParams(max_tokens=max_tokens,
                           temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, stop=stop,
                           seed=req.seed)
 
@@ -52,13 +71,13 @@ def _valid_messages(messages: list[dict]) -> str | None:
     return None
 
 
-async def _deltas(model: HFChatModel, messages, params, cancelled: threading.Event):
-    """Run the blocking generator in a thread and hand its deltas to the event loop."""
+async def _deltas(produce: Callable[[], Iterator[Delta]]):
+    """Run a blocking generator of deltas in a thread and hand them to the event loop."""
     loop, q = asyncio.get_running_loop(), asyncio.Queue()
 
     def pump():
         try:
-            for d in model.stream(messages, params, cancelled):
+            for d in produce():
                 loop.call_soon_threadsafe(q.put_nowait, d)
         except BaseException as e:
             loop.call_soon_threadsafe(q.put_nowait, e)
@@ -103,7 +122,7 @@ def create_app(models: dict[str, HFChatModel], api_key: str | None = None) -> Fa
         params, cid = _params(req), f"chatcmpl-{uuid.uuid4().hex[:24]}"
         cancelled = threading.Event()
         head = {"id": cid, "created": int(time.time()), "model": req.model}
-        gen = _deltas(model, req.messages, params, cancelled)
+        gen = _deltas(lambda: model.stream(req.messages, params, cancelled))
         try:
             first = await anext(gen)  # a context overflow surfaces here, before any byte is sent
         except ContextOverflow as e:
@@ -140,7 +159,48 @@ def create_app(models: dict[str, HFChatModel], api_key: str | None = None) -> Fa
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    @app.post("/v1/completions")
+    async def complete(req: CompletionRequest):
+        """Raw-text completion, as the model sees it (no chat template, BOS added by the tokenizer)."""
+        model = models.get(req.model)
+        if model is None:
+            return _error(404, f"model '{req.model}' not found; served: {', '.join(models)}")
+        if req.stream:
+            return _error(400, "stream is not supported on /v1/completions here; use /v1/chat/completions")
+        ids = model.tokenizer(req.prompt).input_ids
+        if len(ids) + req.max_tokens > model.context:
+            return _error(400, f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}) exceeds the "
+                               f"context window of '{req.model}' ({model.context} tokens)")
+        params, new, last = _params(req), (), Delta("", "length", len(ids), 0)
+        if req.max_tokens:
+            async for d in _deltas(lambda: model.stream_ids(ids, params)):
+                last = d
+            new = last.token_ids
+        text = model.tokenizer.decode(list(new), skip_special_tokens=True)
+        choice = {"index": 0, "text": (req.prompt if req.echo else "") + text,
+                  "finish_reason": last.finish_reason, "logprobs": None}
+        if req.logprobs is not None:
+            scored = await asyncio.to_thread(model.score, [*ids, *new], req.logprobs)
+            choice["logprobs"] = _logprobs(model, ids, list(new), scored, req.echo)
+        return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
+                "model": req.model, "choices": [choice], "usage": _usage(last)}
+
     return app
+
+
+def _logprobs(model: HFChatModel, ids: list[int], new: list[int], scored: list, echo: bool) -> dict:
+    """OpenAI's legacy logprobs object. text_offset counts characters from the start of the prompt
+    (so the completion's first token sits at len(prompt)); the BOS the tokenizer added is not text."""
+    all_ids = [*ids, *new]
+    lead = int(bool(ids) and ids[0] == model.tokenizer.bos_token_id)
+    first = lead if echo else len(ids)
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for i in range(first, len(all_ids)):
+        out["text_offset"].append(len(model.tokenizer.decode(all_ids[lead:i])))
+        out["tokens"].append(model.tokenizer.decode(all_ids[i:i + 1]))
+        out["token_logprobs"].append(scored[i][0])
+        out["top_logprobs"].append(scored[i][1])
+    return out
 
 
 def _usage(last: Delta) -> dict:

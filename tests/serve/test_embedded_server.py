@@ -98,8 +98,8 @@ def test_32_concurrent_streaming_clients(server):
         stream = await c.chat.completions.create(
             model=("base", "tuned")[i % 2], messages=[{"role": "user", "content": f"第{i}个问题"}],
             max_tokens=8, temperature=0.8, stream=True)
-        parts = [ch.choices[0].delta.content or "" async for ch in stream if ch.choices]
-        return "".join(parts)
+        chunks = [ch.choices[0] async for ch in stream if ch.choices]
+        return "".join(ch.delta.content or "" for ch in chunks), chunks[-1].finish_reason
 
     async def main():
         c = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="x", timeout=120, max_retries=0)
@@ -107,5 +107,35 @@ def test_32_concurrent_streaming_clients(server):
 
     start = time.monotonic()
     answers = asyncio.run(main())
-    assert len(answers) == 32 and all(answers)
+    # Every stream ends properly; one that ran to max_tokens has text (sampling may pick a stop token first).
+    assert len(answers) == 32 and all(reason in ("stop", "length") for _, reason in answers), answers
+    assert all(text for text, reason in answers if reason == "length"), answers
     print(f"32 streaming clients in {time.monotonic() - start:.1f}s")
+
+
+def test_completions_echo_logprobs_give_kit_evals_perplexity(server, tuned_model):
+    """`kit eval` scores a served model through /v1/completions (echo + logprobs): the reply's log-probs
+    must be the ones the local model gives, so perplexity over the server equals perplexity on disk."""
+    from kit.eval.backends import Endpoint, LocalModel
+
+    conversation = [{"role": "system", "content": "你是猪八戒。"}, {"role": "user", "content": "师父去哪了？"},
+                    {"role": "assistant", "content": "俺老猪也不知道，怕是又被妖怪捉去了。"}]
+    served = Endpoint(f"{server}/v1#tuned").reply_score(conversation)
+    local = LocalModel(tuned_model).reply_score(conversation)
+    assert served.tokens == local.tokens and abs(served.nll - local.nll) < 1e-3 * local.tokens, (served, local)
+
+    c = client(server)
+    prompt = "<|im_start|>user\n你是谁？<|im_end|>\n<|im_start|>assistant\n"
+    out = c.completions.create(model="tuned", prompt=prompt, echo=True, logprobs=2, max_tokens=3, temperature=0)
+    choice, lp = out.choices[0], out.choices[0].logprobs
+    assert choice.text.startswith(prompt) and out.usage.completion_tokens == 3
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.text_offset) == len(lp.top_logprobs)
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    assert all(v <= 0 for v in lp.token_logprobs) and all(len(t) == 2 for t in lp.top_logprobs)
+    # greedy: each generated token is the most likely one at its position
+    for token, top in zip(lp.tokens[-3:], lp.top_logprobs[-3:]):
+        assert token == max(top, key=top.get)
+    plain = c.completions.create(model="tuned", prompt=prompt, max_tokens=3, temperature=0)
+    assert plain.choices[0].text == choice.text[len(prompt):] and plain.choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError, match="stream"):
+        c.completions.create(model="tuned", prompt=prompt, stream=True)
