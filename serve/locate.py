@@ -39,6 +39,6 @@ def resolve_models(base: Path | None, tuned: Path | None, root: Path | None = No
     models = {name: Path(p) for name, p in (("base", base), ("tuned", tuned)) if p is not None}
     for name, path in models.items():
         if not (path / "config.json").is_file():
-            raise KitError(f"--{name} {path}: not a Hugging Face model folder (no config.json)",
+            raise KitError(f"{name} model {path}: not a Hugging Face model folder (no config.json)",
                            "point it at a folder written by `kit demo`, `kit merge` or `kit quantize`")
     return models

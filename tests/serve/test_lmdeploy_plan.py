@@ -136,6 +136,9 @@ def test_quantize_on_cpu_says_lmdeploy_needs_a_gpu(tiny_model):
     assert "LMDeploy needs a GPU" in result.stderr and "--engine transformers" in result.stderr
     bad = run_kit("quantize", str(tiny_model), "--kv", "int3")
     assert bad.returncode == 2 and "int8, int4" in bad.stderr
+    missing = run_kit("quantize", "/nonexistent/model", "--w4a16")
+    assert missing.returncode == 2 and "model /nonexistent/model: not a Hugging Face model folder" in missing.stderr
+    assert "--tuned" not in missing.stderr  # quantize takes the model as an argument, not --tuned
     serve = run_kit("serve", "--engine", "lmdeploy", "--base", str(tiny_model), "--no-ui")
     assert serve.returncode == 2 and "LMDeploy needs a GPU" in serve.stderr
 
