@@ -70,7 +70,9 @@ def serve(
     """OpenAI-compatible endpoints for base and tuned, then the Streamlit compare page."""
     import os
 
-    from kit.serve.launch import Children, sigterm_as_interrupt
+    from urllib.parse import urlparse
+
+    from kit.serve.launch import Children, require_free_port, sigterm_as_interrupt
     from kit.serve.locate import resolve_models
     from kit.serve.plan import plan_servers, resolve_engine
 
@@ -86,6 +88,10 @@ def serve(
                       + ("" if key else "; consider --api-key-env"))
     engine = resolve_engine(engine)
     servers = plan_servers(models, engine, host, port, character, api_key_env, key, backend, kv, gpu_fraction)
+    for s in servers:
+        require_free_port(host, urlparse(s.url).port, "--port")
+    if not no_ui:
+        require_free_port(host, ui_port, "--ui-port")
     children = Children(console)
     sigterm_as_interrupt()
     headers = {"Authorization": f"Bearer {key}"} if key else {}

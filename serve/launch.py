@@ -6,6 +6,7 @@ orphan holding a port or GPU memory.
 
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -13,6 +14,17 @@ import httpx
 from rich.console import Console
 
 from kit.errors import KitError
+
+
+def require_free_port(host: str, port: int, option: str) -> None:
+    """Refuse before anything loads, rather than after a model has spent a minute loading."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise KitError(f"port {port} on {host} is not free ({e.strerror}): another `kit serve`?",
+                           f"stop whatever listens there, or pick another port with {option}") from None
 
 
 class Children:
@@ -29,7 +41,7 @@ class Children:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise KitError(f"the {name} server exited with code {proc.returncode} while starting",
+                raise KitError(f"{name} exited with code {proc.returncode} while starting",
                                "read its output above")
             try:
                 if httpx.get(url, headers=headers, timeout=2).status_code == 200:
@@ -37,7 +49,7 @@ class Children:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise KitError(f"the {name} server did not answer {url} within {timeout:.0f}s")
+        raise KitError(f"{name} did not answer {url} within {timeout:.0f}s")
 
     def watch(self) -> None:
         """Block until Ctrl-C/SIGTERM or until a child dies."""

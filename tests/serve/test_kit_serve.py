@@ -4,6 +4,7 @@ client for both models, and Ctrl-C stops it and its server child."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,3 +54,19 @@ def test_kit_serve_transformers_no_ui(tiny_model, tuned_model, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("option", ["--port", "--ui-port"])
+def test_kit_serve_refuses_a_busy_port_before_loading(tiny_model, option):
+    from kit_testing import run_kit
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy, other = taken.getsockname()[1], free_port()
+        ports = {"--port": busy, "--ui-port": other} if option == "--port" else {"--port": other, "--ui-port": busy}
+        start = time.monotonic()
+        result = run_kit("serve", "--engine", "transformers", "--tuned", str(tiny_model),
+                         *(str(x) for kv in ports.items() for x in kv))
+    assert result.returncode == 2 and f"port {busy} on 127.0.0.1 is not free" in result.stderr, result.stderr
+    assert option in result.stderr and time.monotonic() - start < 60
