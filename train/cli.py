@@ -116,5 +116,9 @@ def recipe_new(
         raise KitError(f"{out} exists", "pass --force to overwrite it, or edit it directly")
     template = (recipes_dir() / f"{TEMPLATE}.py").read_text(encoding="utf-8")
     atomic.write_text(out, template.replace(TEMPLATE, character))
-    Console().print(f"[green]wrote[/] {out} for {persona.name}\nnext:\n  kit data build {character}\n"
-                    f"  kit train {out} --gpu-fraction 0.1")
+    import torch
+
+    # The next step as this machine can run it: QLoRA needs a CUDA GPU, the CPU variant a small base.
+    train = (f"kit train {out} --gpu-fraction 0.1" if torch.cuda.is_available()
+             else f"kit train {out} --cpu --base PATH   (a small model: `kit lab init` or `kit demo` builds one)")
+    Console().print(f"[green]wrote[/] {out} for {persona.name}\nnext:\n  kit data build {character}\n  {train}")

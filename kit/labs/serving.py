@@ -45,9 +45,18 @@ def ask_servers(models: dict[str, Path], character: str) -> str:
                     raise Missing(f"{name}: a request without a system prompt did not get the persona's "
                                   f"({plain.usage.prompt_tokens} vs {persona.usage.prompt_tokens} prompt tokens)",
                                   "serve with kit serve --character NAME (the persona's template)")
-                stream = client.chat.completions.create(model=name, messages=ask, max_tokens=8, stream=True)
-                chunks = sum(1 for c in stream if c.choices and c.choices[0].delta.content)
-                seen.append(f"{name}: {plain.choices[0].message.content[:20]!r}, {chunks} streamed chunks")
+                stream = client.chat.completions.create(model=name, messages=ask, max_tokens=8, temperature=0,
+                                                        stream=True)
+                chunks = [c.choices[0] for c in stream if c.choices]
+                streamed = "".join(c.delta.content or "" for c in chunks)
+                answer = plain.choices[0].message.content or ""
+                # Greedy both ways: the streamed answer must be the plain one, and the stream must end.
+                if streamed != answer or not chunks or not chunks[-1].finish_reason:
+                    raise Missing(f"{name}: the streamed answer {streamed!r} is not the plain one {answer!r}"
+                                  + ("" if chunks and chunks[-1].finish_reason else " (the stream never finished)"),
+                                  "check the server's log; serve with `kit serve` as lab 5 shows")
+                seen.append(f"{name}: {answer[:20]!r}, the same streamed in "
+                            f"{sum(1 for c in chunks if c.delta.content)} chunks")
     finally:
         children.stop_all()
     return f"{engine}: " + "; ".join(seen)
