@@ -15,6 +15,7 @@ from kit.eval.charts import write_charts
 from kit.eval.checkpoints import as_model_folder, find_checkpoints
 from kit.eval.judge import Judge, JudgeConfig, rubric
 from kit.eval.report import build_report, summarize_checkpoints, write_report
+from kit.eval.resume import ScoreStore, content_digest
 from kit.eval.samples import GENERAL_SET, load_general_set, load_samples
 from kit.eval.score import EvalSettings, score_model, work_units
 from kit.eval.style import persona_markers, style_marker_rate
@@ -39,24 +40,36 @@ def evaluate_models(base: Path | str, tuned: Path | str | None, character: str, 
     units = work_units(persona, samples, general, settings, grader is not None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    store = ScoreStore(out_dir / "scores", {
+        "kit": version("kit"), "persona": content_digest(persona.path), "eval": content_digest(eval_file),
+        "general": content_digest(GENERAL_SET), "settings": vars(settings),
+        "judge": [judge.url, judge.model] if judge else None})
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True)) as progress:
-        def score(label: str, source, base_for_adapter=None) -> dict:
+        def score(label: str, sources: list, load) -> dict:
+            """`sources` are what the score depends on; `load()` gives what open_model takes."""
+            key = store.key(label, sources)
+            if (kept := store.get(label, key)) is not None:
+                progress.console.print(f"{label}: unchanged, score kept from {store.path(label)}")
+                return kept
             task = progress.add_task(f"{label:<12}", total=units)
-            model = open_model(source, base_for_adapter)
+            model = open_model(load(), base)
             try:
-                return score_model(model, persona, samples, general, settings, grader,
-                                   lambda: progress.advance(task))
+                result = score_model(model, persona, samples, general, settings, grader,
+                                     lambda: progress.advance(task))
             finally:
                 del model
                 _free_memory()
+            store.put(label, key, result)
+            return result
 
-        base_score = score("base", base)
+        base_score = score("base", [base], lambda: base)
         with tempfile.TemporaryDirectory(prefix="kit-eval-") as scratch:
             runs = [{"name": c.name, "step": c.step,
-                     "score": score(c.name, as_model_folder(c, base, Path(scratch)), base)} for c in found]
-        tuned_score = score("tuned", tuned) if tuned is not None else None
+                     "score": score(c.name, [c.path, base], lambda c=c: as_model_folder(c, base, Path(scratch)))}
+                    for c in found]
+        tuned_score = score("tuned", [tuned, base], lambda: tuned) if tuned is not None else None
 
     meta = {
         "kit_version": version("kit"), "character": character, "persona_name": persona.name,

@@ -1,17 +1,19 @@
 """`kit eval` as a user runs it: local base, merged tuned, a run's checkpoints; report, Markdown, PNGs."""
 
 import json
+import os
 
 from kit_testing import run_kit
 
 
 def test_kit_eval_with_checkpoints(eval_models, tmp_path):
     out = tmp_path / "eval"
-    result = run_kit("eval", "--base", str(eval_models.base), "--tuned", str(eval_models.tuned),
-                     "--checkpoints", str(eval_models.adapters[0].parent), "--eval-file",
-                     str(eval_models.eval_file), "--out", str(out), "--max-new-tokens", "16",
-                     "--gen-limit", "3", env={"COLUMNS": "200"})
+    command = ["eval", "--base", str(eval_models.base), "--tuned", str(eval_models.tuned),
+               "--checkpoints", str(eval_models.adapters[0].parent), "--eval-file",
+               str(eval_models.eval_file), "--out", str(out), "--max-new-tokens", "16", "--gen-limit", "3"]
+    result = run_kit(*command, env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "score kept" not in result.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     for name, entry in report["metrics"].items():
         assert {"base", "tuned", "better", "description"} <= set(entry), name
@@ -30,6 +32,17 @@ def test_kit_eval_with_checkpoints(eval_models, tmp_path):
     for png in ("metrics.png", "checkpoints.png"):
         height, width, _ = matplotlib.image.imread(out / png).shape
         assert width > 800 and height > 300, png
+
+    # Run again: nothing changed, so every score is kept and the report is the same.
+    again = run_kit(*command, env={"COLUMNS": "200"})
+    assert again.returncode == 0 and again.stderr.count("score kept") == 5, again.stderr[-3000:]
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["metrics"] == report["metrics"]
+    # A re-merged tuned model (newer files) is scored again; the rest is kept.
+    config = eval_models.tuned / "config.json"
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 1_000_000_000))
+    changed = run_kit(*command, env={"COLUMNS": "200"})
+    assert changed.returncode == 0 and changed.stderr.count("score kept") == 4, changed.stderr[-3000:]
+    assert "tuned: unchanged" not in changed.stderr
 
 
 def test_kit_eval_refuses_bad_input(eval_models, tmp_path):
