@@ -16,6 +16,13 @@ from rich.console import Console
 from kit.errors import KitError
 
 
+def free_port() -> int:
+    """A port on loopback that nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def require_free_port(host: str, port: int, option: str) -> None:
     """Refuse before anything loads, rather than after a model has spent a minute loading."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:

@@ -1,6 +1,5 @@
 """Helpers for the serve tests: free ports, an in-process embedded server, a model that always stops."""
 
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -8,11 +7,7 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from kit.serve.launch import free_port  # noqa: F401  (the serve tests import it from here)
 
 
 def wait_http(url: str, timeout: float = 120, proc=None) -> None:
