@@ -4,7 +4,6 @@ The plan comes from kit.serve (LMDeploy on a GPU with its environment, the embed
 server otherwise), so the check exercises exactly what `kit serve` runs.
 """
 
-import socket
 from pathlib import Path
 
 from rich.console import Console
@@ -12,18 +11,12 @@ from rich.console import Console
 from kit.labs.findings import Missing
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ask_servers(models: dict[str, Path], character: str) -> str:
     """Each model answers plainly and streamed; a request without a system prompt gets the persona's."""
     from openai import OpenAI
 
     from kit.persona import persona_for
-    from kit.serve.launch import Children
+    from kit.serve.launch import Children, free_port
     from kit.serve.plan import plan_servers, resolve_engine
 
     engine = resolve_engine("auto")
@@ -50,11 +43,12 @@ def ask_servers(models: dict[str, Path], character: str) -> str:
                 chunks = [c.choices[0] for c in stream if c.choices]
                 streamed = "".join(c.delta.content or "" for c in chunks)
                 answer = plain.choices[0].message.content or ""
-                # Greedy both ways: the streamed answer must be the plain one, and the stream must end.
-                if streamed != answer or not chunks or not chunks[-1].finish_reason:
-                    raise Missing(f"{name}: the streamed answer {streamed!r} is not the plain one {answer!r}"
-                                  + ("" if chunks and chunks[-1].finish_reason else " (the stream never finished)"),
-                                  "check the server's log; serve with `kit serve` as lab 5 shows")
+                # Greedy both ways: the stream must end, and say what the plain answer said.
+                fix = "check the server's log; serve with `kit serve` as lab 5 shows"
+                if not chunks or not chunks[-1].finish_reason:
+                    raise Missing(f"{name}: the streamed answer never finished", fix)
+                if streamed != answer:
+                    raise Missing(f"{name}: the streamed answer {streamed!r} is not the plain one {answer!r}", fix)
                 seen.append(f"{name}: {answer[:20]!r}, the same streamed in "
                             f"{sum(1 for c in chunks if c.delta.content)} chunks")
     finally:
