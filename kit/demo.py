@@ -45,5 +45,6 @@ def run_demo(workdir: Path) -> None:
             return
         console.print(f"  [green]done[/] in {time.monotonic() - start:.1f}s → {result}")
     console.rule("next")
+    # soft_wrap: the command is meant to be copied, so it is never broken at the terminal edge.
     console.print(f"compare base and tuned in the browser:\n  kit serve --engine transformers "
-                  f"--base {base} --tuned {merged}\nreport: {eval_dir / 'report.json'}")
+                  f"--base {base} --tuned {merged}\nreport: {eval_dir / 'report.json'}", soft_wrap=True)

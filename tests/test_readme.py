@@ -41,7 +41,9 @@ def test_make_demo_leaves_every_stage(tmp_path):
         assert (work / part).exists(), part
     ppl = json.loads((work / "eval" / "report.json").read_text())["metrics"]["heldout_perplexity"]
     assert ppl["tuned"] < ppl["base"], ppl
-    assert "kit serve --engine transformers" in result.stdout
+    # the next command, on one unbroken line whatever the path's length
+    where = work.resolve()
+    assert f"kit serve --engine transformers --base {where}/base --tuned {where}/merged" in result.stdout
 
 
 def test_requirements_txt_is_uv_lock():
