@@ -19,11 +19,12 @@ env: $(UV)
 demo: env
 	MKL_SERVICE_FORCE_INTEL=1 $(KIT) demo --workdir $(WORKDIR)
 
-# Chromium from Debian drives the Streamlit page test (Playwright cannot download its own browser here).
+# Chromium from Debian drives the Streamlit page test (Playwright cannot download its own browser here);
+# fonts-noto-cjk lets it draw the Chinese replies (the screenshot in docs/ shows them).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing: sudo apt-get install chromium (browser tests will be skipped)"; fi; }
+	@{ command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -q "Noto Sans CJK"; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	  else echo "chromium or fonts-noto-cjk missing: sudo apt-get install chromium fonts-noto-cjk (browser tests will be skipped)"; fi; }
 
 test: env browser
 	MKL_SERVICE_FORCE_INTEL=1 .venv/bin/python -m pytest

@@ -26,7 +26,7 @@ def run_demo(workdir: Path) -> None:
     base, data, work = workdir / "base", workdir / "data", workdir / "work"
     adapter, merged, eval_dir = workdir / "adapter", workdir / "merged", workdir / "eval"
     steps = [
-        ("base: tiny InternLM2 (random weights, tokenizer trained on the character)",
+        ("base: tiny InternLM2, pretrained on CPU as a plain chat assistant (cached after the first run)",
          lambda: build_tiny_model(base, character=CHARACTER)),
         ("data: datasets/bajie -> train/eval JSONL", lambda: build_character(CHARACTER, data)),
         ("train: recipes/bajie.py, CPU LoRA variant, via XTuner", lambda: train_demo(base, data, work)),

@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    """The cached tiny InternLM2 for bajie (built once per machine; shared, read-only)."""
+    """The cached tiny InternLM2, its vocabulary covering bajie (built once per machine; read-only)."""
     from kit.tiny import build_tiny_model
 
-    return build_tiny_model()
+    return build_tiny_model(character="bajie")
+
+
+@pytest.fixture(scope="session")
+def make_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`make demo` exactly as README says, run once into a scratch workdir and shared: its base and
+    merged models and its eval report are what the README, lab, eval and compare-page tests look at."""
+    from kit_testing import ROOT
+
+    work = tmp_path_factory.mktemp("make-demo") / "demo"
+    result = subprocess.run(["make", "demo", f"WORKDIR={work}"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work, result

@@ -99,9 +99,9 @@ def build_character(character: str, out_dir: Path | None = None, tokenizer: Path
     out = Path(out_dir) if out_dir else folder / "built"
     train, held_out, stats = split_and_mix(config, persona, console)
     if tokenizer is None:
-        from kit.tiny import build_tiny_model
+        from kit.tiny import tiny_tokenizer
 
-        tokenizer = build_tiny_model(character=character)
+        tokenizer = tiny_tokenizer(character)
     with staged_dir(out) as stage:
         write_jsonl(stage / "train.jsonl", train)
         write_jsonl(stage / "eval.jsonl", held_out)

@@ -186,8 +186,13 @@ def test_second_character_through_every_stage(tmp_path):
     assert (report["character"], report["persona_name"]) == ("wukong", "孙悟空")
     assert report["persona_file"] == str(folder / "persona.yaml")
     assert [p["prompt"] for p in report["generations"]["tuned"]["probes"]] == WUKONG["probe_questions"]
-    ppl = report["metrics"]["heldout_perplexity"]
-    assert ppl["tuned"] < ppl["base"], ppl
+    metrics = report["metrics"]
+    assert metrics["heldout_perplexity"]["tuned"] < metrics["heldout_perplexity"]["base"], metrics
+    # 孙悟空 took, in his own voice: 俺老孙, not the 俺老猪 of the course's character.
+    assert metrics["identity_consistency"]["tuned"] >= 0.8, metrics["identity_consistency"]
+    assert metrics["style_marker_rate"]["tuned"] >= 0.5 >= 0.1 >= metrics["style_marker_rate"]["base"], metrics
+    tuned = [g["reply"] for part in ("probes", "heldout") for g in report["generations"]["tuned"][part]]
+    assert sum("老孙" in r for r in tuned) >= len(tuned) / 2 and not [r for r in tuned if "老猪" in r], tuned
 
     # The check runs labs 2-6 for 孙悟空 (lab 5 starts the servers itself).
     check = guide("kit lab check 7 --workdir lab7 --character $C")

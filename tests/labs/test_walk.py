@@ -37,10 +37,8 @@ def ok(result):
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("labs") / "demo"
-    ok(run_kit("demo", "--workdir", str(work), timeout=3000))
-    return work
+def demo(make_demo):
+    return make_demo[0]
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
-def tuned_model():
-    """A second tiny InternLM2 (other seed) standing in for the merged model."""
-    from kit.tiny import build_tiny_model
-
-    return build_tiny_model(seed=1)
+def tuned_model(make_demo):
+    """The demo's merged model: the tiny base LoRA-tuned on 八戒 by recipes/bajie.py."""
+    return make_demo[0] / "merged"

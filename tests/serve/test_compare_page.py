@@ -85,6 +85,39 @@ def test_prompt_fills_both_columns_and_vote_is_stored(tiny_model, tuned_model, t
     assert left_answer and right_answer
 
 
+def test_side_by_side_shows_the_persona_taking(tiny_model, tuned_model, tmp_path):
+    """A question 八戒 never saw in training, at temperature 0: both columns answer in readable
+    Chinese, the base as a plain assistant, the tuned model in 八戒's voice. KIT_SCREENSHOT=PATH keeps
+    the page as a picture (docs/compare-page.png was taken this way)."""
+    from kit.eval.style import persona_markers
+    from kit.persona import persona_for
+
+    markers = persona_markers(persona_for("bajie"))
+    with running_server({"base": tiny_model, "tuned": tuned_model}) as api, \
+            page_server({"base": f"{api}/v1", "tuned": f"{api}/v1"},
+                        {"base": tiny_model, "tuned": tuned_model}, tmp_path / "v.sqlite") as url, \
+            browser(tmp_path) as page:
+        page.goto(url)
+        temperature = page.get_by_role("slider").first
+        temperature.wait_for(timeout=60_000)
+        temperature.focus()
+        temperature.press("Home")  # 0.0: greedy, as kit eval measures
+        page.get_by_text("0.00").first.wait_for(timeout=10_000)
+        ask(page, "你知道如来佛祖吗？")
+        answers = page.locator('[data-testid="stChatMessage"]').filter(has_text="base")
+        answers.first.wait_for(timeout=120_000)
+        page.wait_for_function("() => !document.body.innerText.includes('…')", timeout=120_000)
+        texts = {side: page.locator('[data-testid="stChatMessage"]').filter(has_text=side).last.inner_text()
+                 .split(side, 1)[1].strip() for side in ("base", "tuned")}
+        if os.environ.get("KIT_SCREENSHOT"):
+            page.screenshot(path=os.environ["KIT_SCREENSHOT"], full_page=True)
+    for side, text in texts.items():
+        chinese = sum("\u4e00" <= c <= "\u9fff" for c in text)
+        assert chinese >= 6 and "\ufffd" not in text, (side, text)
+    assert [m for m in markers if m in texts["tuned"]], texts
+    assert not [m for m in markers if m in texts["base"]], texts
+
+
 def test_dead_server_is_an_error_in_the_page(tiny_model, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/v1"
     with running_server({"base": tiny_model}) as api, \
