@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = re.compile(r"▶ (\w+):.*?done in ([\d.]+)s", re.S)
+SAMPLE = re.compile(r"sample: (.*)")  # kit merge's greedy check reply
 
 
 def timed(command: list[str], env: dict) -> tuple[float, str]:
@@ -39,21 +40,24 @@ def demo_run(label: str, cache: Path, scratch: Path) -> dict:
     metrics = {name: {side: m[side] for side in ("base", "tuned")} for name, m in report["metrics"].items()}
     print(f"make demo ({label}): {seconds:.0f} s", flush=True)
     return {"seconds": round(seconds, 1), "stages": {k: float(v) for k, v in STAGE.findall(out)},
-            "metrics": metrics}
+            "merge_sample": SAMPLE.search(out)[1], "metrics": metrics}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--test", action="store_true", help="also time `make test`")
+    parser.add_argument("--keep", type=Path, help="leave the cache and both workdirs here (default: removed)")
     args = parser.parse_args()
+    if args.keep and args.keep.exists():
+        raise SystemExit(f"--keep {args.keep}: name a new folder (the cold run needs an empty cache)")
     subprocess.run(["make", "env"], cwd=ROOT, check=True)  # not timed: the environment is set up once
     result = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "limits": {"cold_demo_s": 360, "warm_demo_s": 180, "ci_s": 5400}}
     with tempfile.TemporaryDirectory(prefix="kit-demo-time-") as scratch:
-        scratch, cache = Path(scratch), Path(scratch) / "cache"
-        result["demo_cold"] = demo_run("cold", cache, scratch)
-        result["demo_warm"] = demo_run("warm", cache, scratch)
+        scratch = args.keep or Path(scratch)
+        result["demo_cold"] = demo_run("cold", scratch / "cache", scratch)
+        result["demo_warm"] = demo_run("warm", scratch / "cache", scratch)
     if args.test:
         seconds, out = timed(["make", "test"], {})
         result["make_test"] = {"seconds": round(seconds, 1), "summary": out.strip().splitlines()[-1]}

@@ -68,7 +68,8 @@ SWAP = {"猪八戒": "孙悟空", "孙行者": "猪八戒", "猪悟能": "孙行
         "二师兄": "大师兄", "野猪": "野猴", "猪祖宗": "猴祖宗", "烤乳猪": "烤猴儿", "长嘴大耳": "毛脸雷公嘴",
         "高老庄": "花果山", "做女婿": "做大王", "当女婿": "当大王"}
 SWAPS = {"script.txt": {**SWAP, "八戒": "悟空", "悟空": "八戒"},  # the script calls the monkey 悟空
-         "novel.txt": {**SWAP, "八戒": "行者", "行者": "八戒"}}  # the novel calls him 行者
+         "novel.txt": {**SWAP, "八戒": "行者", "行者": "八戒"},  # the novel calls him 行者
+         "persona_qa.jsonl": {**SWAP, "孙悟空": "猪八戒", "八戒": "悟空", "悟空": "八戒"}}
 
 
 def swap(text: str, table: dict[str, str]) -> str:
@@ -121,11 +122,17 @@ def test_second_character_through_every_stage(tmp_path):
     persona = {**bajie, **WUKONG}
     assert [key for key in bajie if persona[key] == bajie[key]] == [], "a field still describes 八戒"
     (folder / "persona.yaml").write_text(yaml.safe_dump(persona, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    for name, table in SWAPS.items():  # UTF-8 texts; no build.yaml: every .txt is read as `auto`
+    for name, table in SWAPS.items():  # UTF-8 texts, and the persona Q&A as `kit data generate` writes it
         text = (ROOT / "datasets" / "bajie" / "sources" / name).read_text(encoding="utf-8")
         (folder / "sources" / name).write_text(swap(text, table), encoding="utf-8")
-    expected = {name: bajie_lines_as_wukong(name) for name in SWAPS}
-    assert all(expected.values())
+    # As much data as the course's 八戒, mixed the same way: the persona Q&A is what teaches answering
+    # a question in character. The texts are read as `auto`, as a participant's would be.
+    build = (ROOT / "datasets" / "bajie" / "build.yaml").read_text(encoding="utf-8")
+    (folder / "build.yaml").write_text(re.sub(r"format: (script|novel)", "format: auto", build), encoding="utf-8")
+    expected = {name: bajie_lines_as_wukong(name) for name in ("script.txt", "novel.txt")}
+    qa = [json.loads(line)["messages"][-1]["content"] for line in
+          (folder / "sources" / "persona_qa.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(expected.values()) and qa
 
     env = {"KIT_HOME": str(home), "COLUMNS": "400"}
     lab7 = tmp_path / "lab7"  # the guide's lab7/, absolute
@@ -154,11 +161,11 @@ def test_second_character_through_every_stage(tmp_path):
     card = json.loads((lab7 / "data" / "card.json").read_text(encoding="utf-8"))
     assert (card["character"], card["name"]) == ("wukong", "孙悟空")
     assert sorted((s["path"], s["format"]) for s in card["sources"]) == [
-        ("sources/novel.txt", "auto"), ("sources/script.txt", "auto")]
+        ("sources/novel.txt", "auto"), ("sources/persona_qa.jsonl", "messages"), ("sources/script.txt", "auto")]
     samples = read_jsonl(lab7 / "data" / "train.jsonl") + read_jsonl(lab7 / "data" / "eval.jsonl")
     assert {s["messages"][0]["content"] for s in samples} == {WUKONG["system_prompt"]}  # not 八戒's
     replies = {s["messages"][-1]["content"] for s in samples}
-    assert replies <= set(expected["script.txt"]) | set(expected["novel.txt"])
+    assert replies <= set(expected["script.txt"]) | set(expected["novel.txt"]) | set(qa)
     assert replies & set(expected["novel.txt"]), "no line of the novel"
 
     new = guide("kit recipe new $C")

@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,6 +86,20 @@ def test_prompt_fills_both_columns_and_vote_is_stored(tiny_model, tuned_model, t
     assert left_answer and right_answer
 
 
+def finished_answers(page, sides, timeout=120.0) -> dict[str, str]:
+    """Each side's answer once streaming is over: the same text on two reads a second apart."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        messages = page.locator('[data-testid="stChatMessage"]')
+        texts = {side: messages.filter(has_text=side).last.inner_text().split(side, 1)[1].strip()
+                 for side in sides if messages.filter(has_text=side).count()}
+        if len(texts) == len(sides) and texts == last and "…" not in texts.values():
+            return texts
+        last = texts
+        time.sleep(1)
+    raise AssertionError(f"answers still streaming after {timeout:.0f} s: {last}")
+
+
 def test_side_by_side_shows_the_persona_taking(tiny_model, tuned_model, tmp_path):
     """A question 八戒 never saw in training, at temperature 0: both columns answer in readable
     Chinese, the base as a plain assistant, the tuned model in 八戒's voice. KIT_SCREENSHOT=PATH keeps
@@ -104,11 +119,7 @@ def test_side_by_side_shows_the_persona_taking(tiny_model, tuned_model, tmp_path
         temperature.press("Home")  # 0.0: greedy, as kit eval measures
         page.get_by_text("0.00").first.wait_for(timeout=10_000)
         ask(page, "你知道如来佛祖吗？")
-        answers = page.locator('[data-testid="stChatMessage"]').filter(has_text="base")
-        answers.first.wait_for(timeout=120_000)
-        page.wait_for_function("() => !document.body.innerText.includes('…')", timeout=120_000)
-        texts = {side: page.locator('[data-testid="stChatMessage"]').filter(has_text=side).last.inner_text()
-                 .split(side, 1)[1].strip() for side in ("base", "tuned")}
+        texts = finished_answers(page, ("base", "tuned"))
         if os.environ.get("KIT_SCREENSHOT"):
             page.screenshot(path=os.environ["KIT_SCREENSHOT"], full_page=True)
     for side, text in texts.items():
