@@ -103,10 +103,11 @@ def train_assistant(model, tokenizer, settings: PretrainSettings, progress) -> l
     rng = random.Random(settings.seed)
     dialogues = load_corpus(settings.dialogues)
     sentences = [m["content"] for d in dialogues for m in d]
+    plain = [encode(tokenizer, d) for d in dialogues]  # rendered once: the template is slow in Python
     epochs = []
     for _ in range(settings.epochs):  # every epoch draws its own system prompts
-        examples = [encode(tokenizer, _with_system_prompt(d, rng, sentences)
-                           if rng.random() < settings.system_prompt_share else d) for d in dialogues]
+        examples = [encode(tokenizer, _with_system_prompt(d, rng, sentences))
+                    if rng.random() < settings.system_prompt_share else plain[i] for i, d in enumerate(dialogues)]
         epochs.append((examples, _batches(examples, settings.batch_size, rng)))
     total = sum(len(batches) for _, batches in epochs)
 
