@@ -115,7 +115,7 @@ if os.environ.get("KIT_VARIANT") == "cpu":
     # No warm-up: in a run this short 3% rounds to 0-2 iterations, and mmengine then either leaves
     # the LR at start_factor x lr for the whole run or refuses a 0-iteration scheduler.
     warmup_ratio = 0
-    save_steps = evaluation_freq = 250  # four checkpoints to compare, each with its probe answers
+    save_steps = evaluation_freq = 100  # checkpoints to compare (the last five are kept), with probe answers
     max_new_tokens = 24
     log_interval = 1
 
