@@ -48,6 +48,11 @@ def _character_texts(character: str | None) -> list[str]:
             and "built" not in path.relative_to(folder).parts]
 
 
+def _new_characters(character: str | None, known: list[str]) -> list[str]:
+    """The characters of `character`'s folder that `known` lacks, in a fixed order."""
+    return sorted(characters_in(_character_texts(character)) - set(known))
+
+
 def _cached(name: str, key: str, build) -> Path:
     """cache_dir()/tiny-internlm2/<name>-<key>, built by `build(stage)` the first time."""
     path = cache_dir() / "tiny-internlm2" / f"{name}-{key}"
@@ -110,7 +115,7 @@ def _extended(pretrained: Path, extra: list[str]) -> Path:
 def tiny_tokenizer(character: str | None = None) -> Path:
     """The tiny model's tokenizer for `character`, without building the model (token counts)."""
     characters = _base_characters()
-    extra = sorted(characters_in(_character_texts(character)) - set(characters))
+    extra = _new_characters(character, characters)
     return _cached("tokenizer", _key(characters + extra), lambda stage: write_tokenizer(characters + extra, stage))
 
 
@@ -119,7 +124,7 @@ def build_tiny_model(out: Path | None = None, character: str | None = None,
     """The pretrained tiny InternLM2 (built or taken from the cache), its vocabulary covering
     `character`'s folder; copied to `out` if given."""
     model = _pretrained(settings)
-    extra = sorted(characters_in(_character_texts(character)) - set(tokenizer_characters(model)))
+    extra = _new_characters(character, tokenizer_characters(model))
     if extra:
         model = _extended(model, extra)
     if out is None:
