@@ -133,7 +133,17 @@ def lab4(ctx: Ctx) -> list[Finding]:
         persona = persona_for(ctx.character)
     except KitError as e:
         return [Finding("persona.yaml", MISSING, e.message, e.fix)]
+    record = ctx.workdir / "merged" / "kit_merge.json"
+    if record.is_file():
+        character = attempt(f"merged model is {ctx.character}'s", lambda: merged_for(ctx, record, fix), fix)
+        if character.status != OK:
+            return [character]
     return merge_findings(ctx.base, ctx.workdir / "adapter", ctx.workdir / "merged", persona, fix)
+
+
+def merged_for(ctx: Ctx, record: Path, fix: str) -> str:
+    made_for(ctx, record, json.loads(record.read_text(encoding="utf-8")), fix)
+    return str(record)
 
 
 def quantized(ctx: Ctx) -> Finding:
@@ -168,9 +178,17 @@ def eval_fix(ctx: Ctx) -> str:
                       f"--eval-file {ctx.workdir}/data/eval.jsonl --out {ctx.workdir}/eval")
 
 
+def made_for(ctx: Ctx, path: Path, record: dict, fix: str) -> None:
+    """An artifact of another character passes nothing: lab 7 must not pass on 八戒's report or model."""
+    if record.get("character") != ctx.character:
+        raise Missing(f"{path} is for {record.get('character')!r}, not {ctx.character!r}", fix)
+
+
 def report_metrics(ctx: Ctx) -> dict:
     path = need(ctx.workdir / "eval" / "report.json", eval_fix(ctx))
-    metrics = json.loads(path.read_text(encoding="utf-8")).get("metrics") or {}
+    report = json.loads(path.read_text(encoding="utf-8"))
+    made_for(ctx, path, report, eval_fix(ctx))
+    metrics = report.get("metrics") or {}
     lacking = [name for name, entry in metrics.items() if not {"base", "tuned"} <= set(entry)]
     if not metrics or lacking:
         raise Missing(f"{path}: metrics without base and tuned entries: {lacking or 'all'}", eval_fix(ctx))

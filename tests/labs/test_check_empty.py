@@ -1,6 +1,7 @@
 """`kit lab check N` on an empty workdir: it fails, naming each missing artifact and the command that makes it."""
 
 import io
+import json
 
 import pytest
 from rich.console import Console
@@ -42,3 +43,16 @@ def test_cli_check_exits_1_with_the_fix(tmp_path):
 def test_check_of_an_unknown_lab_is_an_error(tmp_path):
     result = run_kit("lab", "check", "42", "--workdir", str(tmp_path))
     assert result.returncode == 2 and "no lab 42" in result.stderr
+
+
+def test_a_check_fails_on_another_characters_artifacts(tmp_path):
+    """Lab 7's trap: a report or merged model made for one character must not pass another's check."""
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "merged").mkdir()
+    metrics = {"heldout_perplexity": {"base": 90.0, "tuned": 9.0}}
+    (tmp_path / "eval" / "report.json").write_text(json.dumps({"character": "wukong", "metrics": metrics}))
+    (tmp_path / "merged" / "kit_merge.json").write_text(json.dumps({"character": "wukong"}))
+    for n in (4, 6):
+        out = io.StringIO()
+        assert not render(Console(file=out, width=400), f"lab {n}", run_lab_check(n, tmp_path, "bajie"))
+        assert "is for 'wukong', not 'bajie'" in out.getvalue(), out.getvalue()
