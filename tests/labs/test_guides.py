@@ -87,3 +87,26 @@ def test_show_renders_the_guide_and_unknown_lab_is_an_error():
     assert "xtuner train recipes/bajie.py" in result.stdout and "```" not in result.stdout  # rendered
     missing = run_kit("lab", "show", "42")
     assert missing.returncode == 2 and "no lab 42" in missing.stderr and "kit lab list" in missing.stderr
+
+
+@pytest.mark.parametrize("lab", load_labs(), ids=lambda lab: f"lab{lab.n}")
+def test_every_xtuner_chat_gets_the_persona_and_a_reply_limit(lab):
+    """xtuner chat ignores the model's chat template (no --system: no persona, even on a merged model),
+    and without --max-new-tokens the tiny model talks for 2,048 tokens (~5 minutes on a CPU)."""
+    for line in shell_lines(guide_text(lab)):
+        if line.startswith("xtuner chat"):
+            assert "--system" in line and "--prompt-template" in line, line
+            assert "--max-new-tokens" in line, line
+
+
+def test_lab0_manual_install_is_the_readmes():
+    """One manual path, tested by CI's own fresh-clone set-up: the README's `--no-deps` lines."""
+    from kit_testing import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    manual = [line for line in shell_lines(readme) if line.startswith("pip install --no-deps")]
+    assert len(manual) == 2
+    setup = guide_text(load_labs()[0])
+    for line in manual:
+        assert setup.count(line.split("  #")[0].strip()) == 2, line  # in the 中文 and the English section
+    assert "pip install -e '.[test]'" not in setup
