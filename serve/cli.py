@@ -65,7 +65,8 @@ def serve(
     no_ui: bool = typer.Option(False, "--no-ui", help="Serve the API only."),
     character: str = typer.Option("bajie", help="Persona for the default system prompt and chat template."),
     api_key_env: str = typer.Option(None, help="Environment variable holding an API key to require."),
-    votes: Path = typer.Option(Path("compare_votes.sqlite"), help="SQLite file for blind A/B votes."),
+    votes: Path = typer.Option(None, help="SQLite file for blind A/B votes; default: compare_votes.sqlite "
+                               "beside the tuned model's folder."),
 ):
     """OpenAI-compatible endpoints for base and tuned, then the Streamlit compare page."""
     import os
@@ -121,10 +122,10 @@ def serve(
 
 
 def page_command(servers, models: dict[str, Path], host: str, ui_port: int, character: str,
-                 api_key_env: str | None, votes: Path) -> list[str]:
+                 api_key_env: str | None, votes: Path | None) -> list[str]:
     args = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.address", host,
             "--server.port", str(ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--", "--character", character, "--votes", str(votes.resolve())]
+            "--", "--character", character] + (["--votes", str(votes.resolve())] if votes else [])
     for s in servers:
         for name in s.names:
             args += ["--endpoint", f"{name}={s.url}", "--model-path", f"{name}={models[name]}"]

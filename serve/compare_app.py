@@ -1,9 +1,10 @@
 """The Streamlit compare page: one prompt, base and tuned answers side by side, both streaming.
 
   python -m streamlit run serve/compare_app.py -- --endpoint base=http://127.0.0.1:23333/v1 \
-      --endpoint tuned=http://127.0.0.1:23333/v1 [--model-path NAME=PATH]… [--votes FILE]
+      --endpoint tuned=http://127.0.0.1:23333/v1 [--model-path NAME=PATH]… [--character C] [--votes FILE]
 `kit serve` starts it with these arguments. --model-path lets the page count tokens with the model's own
-tokenizer and read its context window, so each side's history is truncated to fit.
+tokenizer and read its context window, so each side's history is truncated to fit. Votes go to --votes,
+default compare_votes.sqlite beside the tuned model's folder (the current directory without one).
 """
 
 import argparse
@@ -25,7 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--endpoint", action="append", default=[], help="NAME=URL (OpenAI base URL)")
     p.add_argument("--model-path", action="append", default=[], help="NAME=PATH (tokenizer + context)")
     p.add_argument("--character", default="bajie")
-    p.add_argument("--votes", default="compare_votes.sqlite")
+    p.add_argument("--votes", default=None)
     p.add_argument("--api-key-env", default=None)
     return p.parse_args(argv)
 
@@ -59,12 +60,25 @@ args = parse_args(sys.argv[1:])
 paths = pairs(args.model_path)
 endpoints = [core.Endpoint(n, u, context_of(paths.get(n))) for n, u in pairs(args.endpoint).items()]
 persona = persona_for(args.character)
-votes = core.VoteStore(Path(args.votes))
+votes = core.VoteStore(Path(args.votes) if args.votes else core.default_votes_path(paths), args.character,
+                       core.model_identities(endpoints, paths))
 api_key = os.environ.get(args.api_key_env, "") if args.api_key_env else "unused"
 
 st.set_page_config(page_title=f"kit compare · {persona.name}", layout="wide")
 state = st.session_state
 state.setdefault("turns", [])
+state.setdefault("unsaved_votes", [])  # votes the database refused (locked, corrupt): retried each run
+
+
+def save_and_tally() -> tuple[dict[str, int] | None, core.VoteStoreError | None]:
+    try:
+        votes.save(state.unsaved_votes)
+        return votes.tally(), None
+    except core.VoteStoreError as e:
+        return None, e
+
+
+tally, vote_problem = save_and_tally()
 
 with st.sidebar:
     st.header("Settings")
@@ -83,23 +97,23 @@ with st.sidebar:
                        "application/json")
     st.download_button("Export Markdown", core.export_markdown(state.turns, settings), "conversation.md",
                        "text/markdown")
-    tally = votes.tally()
     st.subheader("Blind votes")
-    rates = {e.name: core.win_rate(tally, e.name) for e in endpoints}
-    st.caption(f"{sum(tally.values())} votes · " + " · ".join(
-        f"{n} wins {r:.0%}" for n, r in rates.items() if r is not None) if tally else "no votes yet")
+    if tally is not None:
+        rates = {e.name: core.win_rate(tally, e.name) for e in endpoints}
+        st.caption(f"{sum(tally.values())} votes ({persona.name}, these two models) · " + " · ".join(
+            f"{n} wins {r:.0%}" for n, r in rates.items() if r is not None) if tally else "no votes yet")
+    st.caption(f"stored in {votes.path}")
 
 st.title(f"{persona.name} · base vs tuned")
 if not endpoints:
     st.error("No model endpoints were given: start the page through `kit serve`.")
     st.stop()
-
-
-def side_label(turn: dict, i: int) -> str:
-    name = turn["order"][i]
-    if turn["blind"] and not turn.get("vote"):
-        return "AB"[i]
-    return f"{'AB'[i]} = {name}" if turn["blind"] else name
+if vote_problem:
+    unsaved = len(state.unsaved_votes)
+    st.warning(f"Votes are not being saved: {vote_problem}\n\nChatting works as usual. "
+               + (f"{unsaved} vote(s) wait in this page and are saved at your next action once fixed."
+                  if unsaved else "Votes you cast wait in this page until the file is fixed."))
+    st.button("Retry saving votes")  # any click reruns the page, which retries
 
 
 def render_turn(turn: dict, cols) -> dict:
@@ -110,7 +124,7 @@ def render_turn(turn: dict, cols) -> dict:
         with col:
             st.chat_message("user").write(turn["prompt"])
             with st.chat_message("assistant"):
-                st.caption(side_label(turn, i))
+                st.caption(core.side_label(turn, i))
                 slots[name] = st.empty()
                 slots[name].markdown(turn["answers"].get(name) or "…")
                 if name in turn.get("errors", {}):
@@ -142,7 +156,8 @@ if prompt:
     params = {"temperature": temperature, "top_p": top_p, "max_tokens": int(max_tokens),
               "extra_body": {"top_k": int(top_k)}}
     client = lambda ep: openai.OpenAI(base_url=ep.url, api_key=api_key, timeout=300, max_retries=0)  # noqa: E731
-    for name, text, error in core.stream_all(client, requests, params):
+    sides = dict(zip(shuffled, "AB")) if blind else None
+    for name, text, error in core.stream_all(client, requests, params, sides):
         turn["answers"][name] = text
         slots[name].markdown(text or "…")
         if error:
@@ -151,12 +166,12 @@ if prompt:
     st.rerun()  # redraw with the vote buttons and the updated exports
 
 last = state.turns[-1] if state.turns else None
-if last and last["blind"] and not last.get("vote") and len(last["answers"]) == 2:
+if last and core.can_vote(last):
     st.write("Which answer is better?")
     choices = [("A is better", last["order"][0]), ("B is better", last["order"][1]),
                ("Tie", "tie"), ("Both bad", "both_bad")]
     for i, (col, (label, winner)) in enumerate(zip(st.columns(4), choices)):
         if col.button(label, key=f"vote-{i}", width="stretch"):
-            votes.record(last["prompt"], last["order"][0], last["order"][1], winner, last["answers"], settings)
-            last["vote"] = winner
+            state.unsaved_votes.append(core.vote_row(last, winner, settings))
+            last["vote"] = winner  # the rerun saves it (or keeps it queued and says why)
             st.rerun()

@@ -3,6 +3,7 @@ answers streamed at once, blind A/B votes in SQLite, conversation export."""
 
 import json
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -12,6 +13,9 @@ from typing import Callable, Iterator
 
 import openai
 
+from kit.errors import KitError
+
+VOTES_FILE = "compare_votes.sqlite"
 CountTokens = Callable[[list[dict]], int]
 
 
@@ -44,69 +48,176 @@ def fit_context(system: str, history: list[dict], prompt: str, max_tokens: int, 
 
 
 def stream_all(client_for: Callable[[Endpoint], openai.OpenAI], requests: dict[Endpoint, list[dict]],
-               params: dict) -> Iterator[tuple[str, str, str | None]]:
-    """Stream every side at once; yield (name, text so far, error) whenever one side changes."""
+               params: dict, sides: dict[str, str] | None = None) -> Iterator[tuple[str, str, str | None]]:
+    """Stream every side at once; yield (name, text so far, error) whenever one side changes, and a
+    last (name, text, error) per side when it is done. `sides` (blind mode) maps a model name to the
+    letter its errors are told by, so that they do not give the model away before the vote."""
     q: queue.Queue = queue.Queue()
+    sides = sides or {}
 
     def worker(ep: Endpoint, messages: list[dict]):
-        text = ""
+        text, error = "", None
         try:
             stream = client_for(ep).chat.completions.create(model=ep.name, messages=messages, stream=True,
                                                             **params)
             for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
                     text += chunk.choices[0].delta.content
-                    q.put((ep.name, text, None))
+                    q.put((ep.name, text, None, False))
         except openai.APIError as e:
-            q.put((ep.name, text, describe_error(ep, e)))
+            error = describe_error(ep, e, sides)
         finally:
-            q.put((ep.name, None, None))
+            q.put((ep.name, text, error, True))
 
     for ep, messages in requests.items():
         threading.Thread(target=worker, args=(ep, messages), daemon=True).start()
     running = len(requests)
     while running:
-        name, text, error = q.get()
-        if text is None and error is None:
-            running -= 1
-        else:
-            yield name, text, error
+        name, text, error, done = q.get()
+        running -= done
+        yield name, text, error
 
 
-def describe_error(ep: Endpoint, e: openai.APIError) -> str:
+def describe_error(ep: Endpoint, e: openai.APIError, sides: dict[str, str] | None = None) -> str:
+    """What failed, for the page; in blind mode (`sides`: model name -> "A"/"B") no model name or URL
+    appears, only the side's letter."""
+    who, where = (f"side {sides[ep.name]}", "") if sides else (f"'{ep.name}'", f" at {ep.url}")
     if isinstance(e, openai.APIConnectionError):
-        return f"cannot reach the '{ep.name}' server at {ep.url} — is `kit serve` still running?"
+        return f"cannot reach the {who} server{where} — is `kit serve` still running?"
     status = getattr(e, "status_code", None)
     body = getattr(e, "body", None)
     message = body.get("message") if isinstance(body, dict) and body.get("message") else str(e)
-    return f"'{ep.name}' server error{f' {status}' if status else ''}: {message}"
+    if sides:  # the server's own message may name models ("model 'tuned' not found; served: base, …")
+        message = message.replace(ep.url, "its URL")
+        for name, letter in sides.items():
+            message = re.sub(rf"\b{re.escape(name)}\b", f"side {letter}", message)
+    return f"{who} server error{f' {status}' if status else ''}: {message}"
+
+
+def can_vote(turn: dict) -> bool:
+    """A blind turn takes its vote once both sides are done, whatever they answered: an empty or failed
+    side is exactly what "both bad" is for."""
+    return turn["blind"] and not turn.get("vote") and all(n in turn["answers"] for n in turn["order"])
+
+
+def side_label(turn: dict, i: int) -> str:
+    """How side i is named: its model, or only "A"/"B" while a blind turn waits for its vote."""
+    name = turn["order"][i]
+    if turn["blind"] and not turn.get("vote"):
+        return "AB"[i]
+    return f"{'AB'[i]} = {name}" if turn["blind"] else name
+
+
+def shown(turn: dict) -> dict:
+    """The turn as the user may see it: until its vote, a blind turn's sides are keyed A and B and its
+    shuffled order (which model is which letter) is left out."""
+    if not (turn["blind"] and not turn.get("vote")):
+        return turn
+    letter = dict(zip(turn["order"], "AB"))
+    return {"prompt": turn["prompt"], "blind": True, "order": ["A", "B"],
+            "answers": {letter[n]: turn["answers"][n] for n in turn["order"] if n in turn["answers"]},
+            "errors": {letter[n]: turn["errors"][n] for n in turn["order"] if n in turn.get("errors", {})},
+            "vote": None}
+
+
+def default_votes_path(paths: dict[str, str]) -> Path:
+    """Votes live beside the workdir, so each run keeps its own: the tuned model's parent (DIR for
+    DIR/merged), else the current directory (models given only by URL)."""
+    tuned = paths.get("tuned")
+    return (Path(tuned).resolve().parent if tuned else Path.cwd()) / VOTES_FILE
+
+
+def model_identities(endpoints: list[Endpoint], paths: dict[str, str]) -> dict[str, str]:
+    """What each side is, for the vote record: its model folder when the page knows it, else name@URL."""
+    return {e.name: str(Path(paths[e.name]).resolve()) if e.name in paths else f"{e.name}@{e.url}"
+            for e in endpoints}
+
+
+def vote_row(turn: dict, winner: str, settings: dict) -> dict:
+    """One vote, ready to store. winner: a model name, "tie" or "both_bad"."""
+    left, right = turn["order"]
+    return {"ts": time.time(), "prompt": turn["prompt"], "left_model": left, "right_model": right,
+            "winner": winner, "left_answer": turn["answers"].get(left, ""),
+            "right_answer": turn["answers"].get(right, ""), "settings": json.dumps(settings, ensure_ascii=False)}
+
+
+class VoteStoreError(KitError):
+    pass
+
+
+# Columns added after the first release; rows from before hold NULL there (character and models unknown).
+IDENTITY_COLUMNS = ("character", "left_source", "right_source", "tuned_source")
 
 
 class VoteStore:
-    """Blind A/B votes: which model the user preferred, with the answers that were compared."""
+    """Blind A/B votes of one character between two models: who was preferred, with the answers
+    compared. Each row names the character and each side's model, so one file can hold many runs."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, character: str, sources: dict[str, str]):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("""CREATE TABLE IF NOT EXISTS votes (
-                id INTEGER PRIMARY KEY, ts REAL, prompt TEXT, left_model TEXT, right_model TEXT,
-                winner TEXT, left_answer TEXT, right_answer TEXT, settings TEXT)""")
+        self.character = character
+        self.sources = sources  # model name -> identity (model_identities)
 
     def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10)
+        # A short lock wait: a vote that cannot be written stays queued in the page (save) instead of
+        # freezing it.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=0.5)
+        db.execute("""CREATE TABLE IF NOT EXISTS votes (
+            id INTEGER PRIMARY KEY, ts REAL, prompt TEXT, left_model TEXT, right_model TEXT,
+            winner TEXT, left_answer TEXT, right_answer TEXT, settings TEXT)""")
+        have = {row[1] for row in db.execute("PRAGMA table_info(votes)")}
+        for column in IDENTITY_COLUMNS:
+            if column not in have:
+                db.execute(f"ALTER TABLE votes ADD COLUMN {column} TEXT")
+        return db
 
-    def record(self, prompt: str, left: str, right: str, winner: str, answers: dict, settings: dict) -> None:
-        """winner: a model name, "tie" or "both_bad"."""
-        with self._db() as db:
-            db.execute("INSERT INTO votes (ts, prompt, left_model, right_model, winner, left_answer, "
-                       "right_answer, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (time.time(), prompt, left, right, winner, answers.get(left, ""), answers.get(right, ""),
-                        json.dumps(settings, ensure_ascii=False)))
+    def _run(self, work: Callable[[sqlite3.Connection], object]):
+        """One transaction; any SQLite or file failure becomes an error that names the file and the fix."""
+        db = None
+        try:
+            db = self._db()
+            with db:
+                return work(db)
+        except (sqlite3.Error, OSError) as e:
+            raise self._problem(e) from e
+        finally:
+            if db is not None:
+                db.close()
+
+    def _problem(self, e: Exception) -> VoteStoreError:
+        if "locked" in str(e) or "busy" in str(e):
+            return VoteStoreError(f"{self.path}: the vote database is locked ({e})",
+                                  "close the program that holds it open (e.g. an sqlite3 shell)")
+        if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+            return VoteStoreError(f"{self.path}: not a readable SQLite vote database ({e})",
+                                  f"move it aside (mv {self.path} {self.path}.broken); a fresh one is made")
+        return VoteStoreError(f"{self.path}: cannot open the vote database ({e})",
+                              "make its folder writable, or start the page with --votes FILE")
+
+    def record(self, vote: dict) -> None:
+        row = {**vote, "character": self.character, "left_source": self.sources.get(vote["left_model"]),
+               "right_source": self.sources.get(vote["right_model"]), "tuned_source": self.sources.get("tuned")}
+        self._run(lambda db: db.execute(
+            f"INSERT INTO votes ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())))
+
+    def save(self, pending: list[dict]) -> None:
+        """Store queued votes oldest first, each taken off the queue once written; on a failure the rest
+        stay queued for the next try and VoteStoreError says why."""
+        while pending:
+            self.record(pending[0])
+            pending.pop(0)
 
     def tally(self) -> dict[str, int]:
-        with self._db() as db:
-            return dict(db.execute("SELECT winner, COUNT(*) FROM votes GROUP BY winner").fetchall())
+        """This character's votes between these two models, by winner (a model name, tie, both_bad)."""
+        ids = list(self.sources.values())
+        rows = self._run(lambda db: db.execute(
+            "SELECT CASE winner WHEN left_model THEN left_source WHEN right_model THEN right_source "
+            "ELSE winner END, COUNT(*) FROM votes WHERE character = ? AND left_source IN (?, ?) "
+            "AND right_source IN (?, ?) AND left_source != right_source GROUP BY 1",
+            [self.character, *ids, *ids]).fetchall())
+        name_of = {source: name for name, source in self.sources.items()}
+        return {name_of.get(winner, winner): n for winner, n in rows}
 
 
 def win_rate(tally: dict[str, int], model: str) -> float | None:
@@ -118,15 +229,15 @@ def win_rate(tally: dict[str, int], model: str) -> float | None:
 
 
 def export_json(turns: list[dict], settings: dict) -> str:
-    return json.dumps({"settings": settings, "turns": turns}, ensure_ascii=False, indent=2)
+    return json.dumps({"settings": settings, "turns": [shown(t) for t in turns]}, ensure_ascii=False, indent=2)
 
 
 def export_markdown(turns: list[dict], settings: dict) -> str:
     lines = ["# kit compare", "", f"system prompt: {settings.get('system', '')}", ""]
-    for i, t in enumerate(turns, 1):
+    for i, t in enumerate(map(shown, turns), 1):
         lines += [f"## Turn {i}", "", f"**user:** {t['prompt']}", ""]
-        for name, answer in t["answers"].items():
-            lines += [f"**{name}:** {answer}", ""]
+        for j, name in enumerate(t["order"]):
+            lines += [f"**{side_label(t, j)}:** {t['answers'].get(name, '')}", ""]
         if t.get("errors"):
             lines += [f"_error ({n}): {e}_" for n, e in t["errors"].items()] + [""]
         if t.get("vote"):
