@@ -1,9 +1,9 @@
 """`kit data extract`: a character's lines from a `角色：台词` script or from novel prose.
 
 Both parsers turn the text into a sequence of utterances (speaker, text, line number) and scene breaks;
-`pair_lines` then makes one sample per line of the character, with the nearest earlier utterance by
-someone else in the same scene as the user turn (or, when the character opens the scene, the stage
-direction or narration just before the line).
+`pair_lines` then makes one sample per line of the character (lines in a row joined into one), with the
+nearest earlier utterance by someone else in the same scene as the user turn (or, when the character
+opens the scene, the stage direction or narration just before the line).
 """
 
 import re
@@ -16,30 +16,34 @@ CHARACTER = "\0character"  # speaker id of the character's own lines
 NARRATION = "\0narration"  # stage directions and narration: context only, never a line
 
 _CJK = r"\u3400-\u9fff"
+# Colons that label a line or introduce a quote: full/half width, and the vertical, small and ratio
+# forms that OCR and some editors put in their place (unrecognised, they glue a line onto the last).
+_COLONS = "：:︰﹕∶"
+_COLON = f"[{_COLONS}]"
 # Scene/chapter headings reset the context: 第一场 / 第3幕 / 第十回 / 场景：… / 【…】 / INT. …
-_HEADING = re.compile(rf"^\s*(第[0-9{_CJK}]{{1,5}}[场幕集回章节]|(场景|地点|时间|人物|布景)\s*[：:]|"
+_HEADING = re.compile(rf"^\s*(第[0-9{_CJK}]{{1,5}}[场幕集回章节]|(场景|地点|时间|人物|布景)\s*{_COLON}|"
                       r"[【\[].*[】\]]\s*$|(INT|EXT)\.)")
 # 角色：台词, 角色（笑）：台词, 角色(笑): 台词 — a short label without sentence punctuation.
 _SCRIPT_LINE = re.compile(rf"^\s*(?P<label>[{_CJK}A-Za-z0-9·・_ ]{{1,12}}?)\s*"
-                          r"(?:[（(](?P<direction>[^）)]{0,20})[）)])?\s*[：:]\s*(?P<text>.*\S)\s*$")
+                          rf"(?:[（(](?P<direction>[^）)]{{0,20}})[）)])?\s*{_COLON}\s*(?P<text>.*\S)\s*$")
 _DIRECTION_MARKS = ("△", "▲", "※", "（", "(", "[", "【")  # how screenplays mark stage directions
 _PARENTHETICAL = re.compile(r"[（(][^）)]*[）)]")
 _QUOTES = "“”「」『』\"'‘’"
 
 # Novel prose: quotes, the speech verbs that introduce them, and lead-in words before a subject.
 _QUOTE = re.compile(r"“(?P<a>[^“”]*)”|「(?P<b>[^「」]*)」")
-_SPEECH_VERB = re.compile(rf"(道|说|曰|问|答|叫|喊|嚷|骂|念|喝)\s*[：:，,]?\s*$")
+_SPEECH_VERB = re.compile(rf"(道|说|曰|问|答|叫|喊|嚷|骂|念|喝)\s*({_COLON}|[，,])?\s*$")
 # The speaker named after the quote, in modern prose: “…”八戒道。 / “…”八戒笑道，转身走了。 / “…，”八戒道，“…”
 # A clause ending in a colon introduces the next quote instead, so it never matches here.
-_TAG_AFTER = re.compile(r"^\s*(?P<clause>[^“”「」。！？!?：:，,]{1,16}?(道|说|曰|问|答|叫|喊|嚷|骂|念|喝))"
+_TAG_AFTER = re.compile(rf"^\s*(?P<clause>[^“”「」。！？!?{_COLONS}，,]{{1,16}}?(道|说|曰|问|答|叫|喊|嚷|骂|念|喝))"
                         r"\s*(?P<end>[。！？!?]|[，,]|$)")
 _LEAD_IN = ("却说", "话说", "只见", "只听得", "只听", "原来", "忽见", "慌得", "唬得", "急得", "喜得",
             "气得", "那个", "这个", "那", "这", "却", "又", "便", "也", "忙", "遂")
 # A verb clause with nothing but adverbs before the verb continues the previous speaker: 又道 / 又笑道.
-_CONTINUATION = re.compile(r"^(又|便|却|也|遂|复|再)?[笑叫应嚷骂问答念喝哭叹]?道\s*[：:，,]?\s*$")
+_CONTINUATION = re.compile(rf"^(又|便|却|也|遂|复|再)?[笑叫应嚷骂问答念喝哭叹]?道\s*({_COLON}|[，,])?\s*$")
 _SENTENCE_END = re.compile(r"[。！？!?；;…\n]")
 _NOT_IN_NAMES = set("又便却也遂复再那这他她笑叫应嚷骂问答念喝哭叹怒喜劝告说道大高低")
-_NAMED_VERB = re.compile(rf"^([{_CJK}]{{2,3}}?)[笑叫应嚷骂问答念喝哭叹怒喜劝告]?道\s*[：:，,]?\s*$")
+_NAMED_VERB = re.compile(rf"^([{_CJK}]{{2,3}}?)[笑叫应嚷骂问答念喝哭叹怒喜劝告]?道\s*({_COLON}|[，,])?\s*$")
 
 
 @dataclass(frozen=True)
@@ -144,10 +148,11 @@ def _speaker(before: str, aliases: list[str], others: set[str], previous: str | 
 def parse_novel(text: str, aliases: list[str]) -> list[Utterance | None]:
     """Quoted speech of novel prose, each attributed from the clause before it; None = chapter break."""
     aliases = sorted(aliases, key=len, reverse=True)
-    # Names of other speakers, learnt from plain `行者道` / `三藏笑道` clauses anywhere in the text.
-    others = {m.group(1) for s in re.split(r"[“”「」。！？，,\n]", text)
-              if (m := _NAMED_VERB.match(s.strip())) and not _starts_with(m.group(1), aliases)
-              and not set(m.group(1)) & _NOT_IN_NAMES}
+    # Names of other speakers, learnt from plain `行者道` / `三藏笑道` clauses that open a sentence. After a
+    # comma the subject named earlier goes on, and the words before 道 say how: 八戒也不回头，懒懒的道.
+    others = {m.group(1) for s in re.split(r"[“”「」。！？\n]", text)
+              if (m := _NAMED_VERB.match(re.split(r"[，,]", s)[0].strip()))
+              and not _starts_with(m.group(1), aliases) and not set(m.group(1)) & _NOT_IN_NAMES}
     out: list[Utterance | None] = []
     previous: str | None = None
     for no, raw in enumerate(text.splitlines(), 1):
@@ -189,19 +194,25 @@ def parse_novel(text: str, aliases: list[str]) -> list[Utterance | None]:
 
 
 def pair_lines(utterances: list[Utterance | None]) -> list[Line]:
-    """One Line per utterance of the character; user = nearest earlier utterance of someone else."""
+    """One Line per run of the character's utterances; user = nearest earlier utterance of someone else."""
     lines: list[Line] = []
     heard: str | None = None  # last thing someone else said in this scene
     context: str | None = None  # last stage direction / narration in this scene
+    last: Utterance | None = None  # the utterance just before (None after a scene break)
     for u in utterances:
         if u is None:
             heard = context = None
         elif u.speaker == NARRATION:
             context = u.text
+        elif u.speaker == CHARACTER and last is not None and last.speaker == CHARACTER:
+            # Two lines in a row (又道：…, two `角色：` lines) answer the same turn: one reply, not two
+            # samples that teach two answers to one question.
+            lines[-1] = Line(lines[-1].user, lines[-1].text + u.text, lines[-1].line)
         elif u.speaker == CHARACTER:
             lines.append(Line(heard or context, u.text, u.line))
         else:
             heard = u.text
+        last = u
     return lines
 
 

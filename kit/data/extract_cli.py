@@ -5,6 +5,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kit.data.extract import extract_lines, read_source
+from kit.data.outpath import check_output
 from kit.data.samples import chat, write_jsonl
 from kit.errors import KitError
 from kit.paths import datasets_dir
@@ -16,6 +17,7 @@ def run_extract(src: Path, character: str, aliases: list[str], fmt: str, persona
     console = Console(stderr=True)
     if persona_path is None and (datasets_dir() / character / "persona.yaml").is_file():
         persona_path = datasets_dir() / character / "persona.yaml"
+    check_output(out, "-o", {"source": src, "persona file": persona_path}, "lines.jsonl")
     names = [character, *aliases]
     if persona_path is not None:
         persona = load_persona(persona_path)
