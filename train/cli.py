@@ -59,6 +59,7 @@ def train(
     env = recipe_env(base, data_dir, cpu=cpu, gpu_fraction=gpu_fraction)
     cfg = preflight.load_recipe(path, env)
     facts = preflight.recipe_facts(cfg)
+    preflight.check_base(facts)
     n_gpus, gpu_mib = _gpus()
     if facts.setup.method == "qlora" and n_gpus == 0:
         raise KitError(f"{path}: QLoRA (4-bit bitsandbytes) needs a CUDA GPU and this host has none",

@@ -76,6 +76,29 @@ def recipe_facts(cfg) -> RecipeFacts:
     )
 
 
+def _hub_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def check_base(facts: RecipeFacts) -> None:
+    """A base that is a path must be a model folder now, not 70 s later inside transformers."""
+    base = Path(facts.base_model)
+    if (base / "config.json").is_file() or (not base.exists() and _hub_id(facts.base_model)):
+        return
+    problem = "is not a model folder (no config.json)" if base.exists() else "does not exist"
+    raise KitError(f"base model {base} (the recipe's pretrained_model_name_or_path: --base or "
+                   f"KIT_BASE_MODEL) {problem}",
+                   "pass --base a Hugging Face model folder (config.json, weights, tokenizer), e.g. "
+                   "/models/internlm2-chat-1_8b, or a hub id such as internlm/internlm2-chat-1_8b; "
+                   "on CPU `kit demo` builds a tiny one in DIR/base")
+
+
 def check_data(facts: RecipeFacts) -> int:
     """`kit data check` on every training file of the recipe; returns the number of samples."""
     from kit.data.check import check_file

@@ -88,3 +88,16 @@ def test_long_runs_keep_the_table_readable():
     picked = pick_columns(steps, 8)
     assert len(picked) == 8 and picked[0] == 0 and picked[-1] == 450
     assert pick_columns([0, 10, 20], 8) == [0, 10, 20]
+
+
+def test_preflight_refuses_a_base_path_that_is_no_model(tmp_path):
+    """Before: a missing --base passed preflight and failed a minute later inside transformers."""
+    from kit_testing import run_kit
+
+    (tmp_path / "empty").mkdir()
+    for base, problem in [(tmp_path / "nonexistent", "does not exist"),
+                          (tmp_path / "empty", "is not a model folder (no config.json)")]:
+        proc = run_kit("train", "recipes/bajie.py", "--cpu", "--base", str(base), "--plan-only")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f"base model {base}" in proc.stderr and problem in proc.stderr, proc.stderr
+        assert "--base" in proc.stderr and "memory plan" not in proc.stderr
