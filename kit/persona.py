@@ -7,12 +7,21 @@ model's chat template, the LMDeploy chat template, the Streamlit default and the
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from kit.errors import KitError
 from kit.paths import character_dir
+from kit.yaml_fields import Field, file_problems, raise_problems, read_yaml
 
-REQUIRED = ("name", "system_prompt", "probe_questions")
+FIELDS = {
+    "character": Field("text", "bajie"),
+    "name": Field("text", "猪八戒", required=True),
+    "aliases": Field("texts", "八戒"),
+    "system_prompt": Field("text", "你是猪八戒，……", required=True),
+    "style_markers": Field("texts", "俺老猪"),
+    "catchphrases": Field("texts", "猴哥，救命啊"),
+    "probe_questions": Field("texts", "你是谁？", required=True),
+    "topics": Field("texts", "高老庄"),
+    "sample_lines": Field("texts", "师父，歇歇再走吧！"),
+}
 
 
 @dataclass(frozen=True)
@@ -29,47 +38,16 @@ class Persona:
     path: Path | None = None
 
 
-def _string_list(data: dict, key: str, path: Path) -> list[str]:
-    value = data.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise KitError(f"{path}: field '{key}' must be a list of non-empty strings",
-                       f"write it as\n  {key}:\n    - 第一条\n    - 第二条")
-    return [v.strip() for v in value]
-
-
 def load_persona(path: Path | str) -> Persona:
     path = Path(path)
     if not path.is_file():
         raise KitError(f"persona file not found: {path}", "create it; see datasets/bajie/persona.yaml")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise KitError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})",
-                       "check indentation and quote strings that contain ':'") from None
-    except UnicodeDecodeError:
-        raise KitError(f"{path}: not UTF-8 text", "save the file as UTF-8") from None
-    if not isinstance(data, dict):
-        raise KitError(f"{path}: expected a mapping of fields (name, system_prompt, ...)",
-                       "see datasets/bajie/persona.yaml for the layout")
-    for key in REQUIRED:
-        if not data.get(key):
-            raise KitError(f"{path}: missing field '{key}'", "see datasets/bajie/persona.yaml")
-    if not isinstance(data["name"], str) or not isinstance(data["system_prompt"], str):
-        raise KitError(f"{path}: fields 'name' and 'system_prompt' must be strings")
-    return Persona(
-        character=str(data.get("character") or path.parent.name),
-        name=data["name"].strip(),
-        system_prompt=data["system_prompt"].strip(),
-        probe_questions=_string_list(data, "probe_questions", path),
-        aliases=_string_list(data, "aliases", path),
-        style_markers=_string_list(data, "style_markers", path),
-        catchphrases=_string_list(data, "catchphrases", path),
-        topics=_string_list(data, "topics", path),
-        sample_lines=_string_list(data, "sample_lines", path),
-        path=path,
-    )
+    doc = read_yaml(path)
+    raise_problems(path, file_problems(doc, FIELDS, doc.data))
+    data = doc.data
+    lists = {key: [v.strip() for v in data.get(key) or []] for key, f in FIELDS.items() if f.kind == "texts"}
+    return Persona(character=(data.get("character") or path.parent.name).strip(), name=data["name"].strip(),
+                   system_prompt=data["system_prompt"].strip(), path=path, **lists)
 
 
 def persona_for(character: str) -> Persona:

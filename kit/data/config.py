@@ -3,12 +3,25 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from kit.data.clean import Filters
 from kit.errors import KitError
+from kit.yaml_fields import Field, file_problems, raise_problems, read_yaml
 
 FORMATS = ("script", "novel", "auto", "messages")
+FIELDS = {
+    "seed": Field("int", "42", lo=0, hi=2**32),
+    "eval_fraction": Field("number", "0.1", lo=0, hi=0.9),
+    "near_duplicate": Field("number", "0.8", lo=0.1, hi=1),
+    "filters": Field("mapping", "{max_chars: 200}", fields={
+        "min_chars": Field("int", "2", lo=0, hi=10_000),
+        "max_chars": Field("int", "200", lo=1, hi=100_000),
+        "min_cjk_ratio": Field("number", "0.5", lo=0, hi=1)}),
+    "sources": Field("mappings", "{path: sources/script.txt, format: script}", fields={
+        "path": Field("text", "sources/script.txt", required=True),
+        "format": Field("choice", "script", choices=FORMATS),
+        "weight": Field("number", "2", lo=0, hi=100),
+        "require_markers": Field("bool", "false")}),
+}
 
 
 @dataclass(frozen=True)
@@ -28,14 +41,6 @@ class BuildConfig:
     filters: Filters
 
 
-def _number(data: dict, key: str, default, path: Path, lo: float, hi: float):
-    value = data.get(key, default)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise KitError(f"{path}: field '{key}' must be a number from {lo} to {hi}, got {value!r}",
-                       f"e.g. {key}: {default}")
-    return value
-
-
 def _default_sources(folder: Path) -> list[dict]:
     """Without build.yaml: every .txt (format auto) and .jsonl (messages) under sources/, weight 1."""
     found = sorted((folder / "sources").glob("*.txt")) + sorted((folder / "sources").glob("*.jsonl"))
@@ -43,40 +48,36 @@ def _default_sources(folder: Path) -> list[dict]:
             for p in found]
 
 
+def _read(path: Path) -> dict:
+    """build.yaml's fields once each is known and of the right kind, and each source exists."""
+    doc = read_yaml(path)
+    data = {} if doc.data is None else doc.data
+    found = file_problems(doc, FIELDS, data)
+    entries = data.get("sources") if isinstance(data, dict) and isinstance(data.get("sources"), list) else []
+    found += [(doc.line(("sources", i, "path")), f"sources[{i}].path: {path.parent / s['path']} not found",
+               "fix the path (relative to the character folder)") for i, s in enumerate(entries)
+              if isinstance(s, dict) and isinstance(s.get("path"), str) and not (path.parent / s["path"]).is_file()]
+    raise_problems(path, found)
+    return data
+
+
+def _get(data: dict, key: str, default):
+    """A field's value; an empty `key:` line (None) reads as absent, as the check above treats it."""
+    value = data.get(key)
+    return default if value is None else value
+
+
 def load_build_config(folder: Path) -> BuildConfig:
     path = folder / "build.yaml"
-    data = {}
-    if path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise KitError(f"{path}: not valid YAML ({e})", "check indentation") from None
-        if not isinstance(data, dict):
-            raise KitError(f"{path}: expected a mapping (seed, eval_fraction, sources, ...)",
-                           "see datasets/bajie/build.yaml")
+    data = _read(path) if path.is_file() else {}
     entries = data.get("sources") or _default_sources(folder)
     if not entries:
         raise KitError(f"{folder}: no sources", f"put texts under {folder}/sources/ or list them in {path}")
-    sources = []
-    for i, entry in enumerate(entries):
-        where = f"{path}: sources[{i}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise KitError(f"{where} needs a 'path'", "e.g. - {path: sources/script.txt, format: script}")
-        fmt = entry.get("format", "auto")
-        if fmt not in FORMATS:
-            raise KitError(f"{where}: unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-        source = folder / entry["path"]
-        if not source.is_file():
-            raise KitError(f"{where}: {source} not found", "fix the path (relative to the character folder)")
-        weight = _number(entry, "weight", 1, path, 0, 100)
-        sources.append(Source(source, fmt, float(weight), bool(entry.get("require_markers", False))))
+    sources = [Source(folder / e["path"], _get(e, "format", "auto"), float(_get(e, "weight", 1)),
+                      _get(e, "require_markers", False)) for e in entries]
     f = data.get("filters") or {}
-    if not isinstance(f, dict):
-        raise KitError(f"{path}: 'filters' must be a mapping", "e.g. filters: {max_chars: 200}")
-    filters = Filters(min_chars=int(_number(f, "min_chars", 2, path, 0, 10_000)),
-                      max_chars=int(_number(f, "max_chars", 300, path, 1, 100_000)),
-                      min_cjk_ratio=float(_number(f, "min_cjk_ratio", 0.5, path, 0, 1)))
-    return BuildConfig(sources=sources, seed=int(_number(data, "seed", 42, path, 0, 2**32)),
-                       eval_fraction=float(_number(data, "eval_fraction", 0.1, path, 0, 0.9)),
-                       near_duplicate=float(_number(data, "near_duplicate", 0.8, path, 0.1, 1)),
-                       filters=filters)
+    filters = Filters(min_chars=_get(f, "min_chars", 2), max_chars=_get(f, "max_chars", 300),
+                      min_cjk_ratio=float(_get(f, "min_cjk_ratio", 0.5)))
+    return BuildConfig(sources=sources, seed=_get(data, "seed", 42),
+                       eval_fraction=float(_get(data, "eval_fraction", 0.1)),
+                       near_duplicate=float(_get(data, "near_duplicate", 0.8)), filters=filters)

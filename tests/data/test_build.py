@@ -4,11 +4,14 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from kit_testing import ROOT
 
 from kit.data.build import build_character
 from kit.data.check import line_problems
+from kit.data.config import load_build_config
+from kit.errors import KitError
 from kit.persona import persona_for
 
 
@@ -70,3 +73,33 @@ def test_build_counts_what_dedup_and_filters_remove(tmp_path, tiny_model, monkey
     assert source["found"] == 16 and source["kept"] == 11 and source["eval"] == 2
     assert 2 <= source["train"] <= 7  # weight 0.5 keeps about half of the 9 training lines
     assert (out / "card.md").read_text(encoding="utf-8").startswith("# Dataset card: 猪八戒 (demo)")
+
+
+def test_build_yaml_refuses_a_quoted_false_and_a_misspelled_field(tmp_path):
+    # `require_markers: "false"` is a string, which Python counts as true: it used to drop every reply
+    # without a style marker. `wieght` used to be ignored, leaving the weight at 1.
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "qa.jsonl").write_text("", encoding="utf-8")
+    (tmp_path / "build.yaml").write_text("seed: 42\nsources:\n  - path: sources/qa.jsonl\n    format: messages\n"
+                                         '    require_markers: "false"\n    wieght: 3\n'
+                                         "  - {path: sources/gone.txt, format: script}\n", encoding="utf-8")
+    with pytest.raises(KitError) as e:
+        load_build_config(tmp_path)
+    path = tmp_path / "build.yaml"
+    assert str(e.value).startswith(f"3 problems in {path}:")
+    assert (f"{path}:5: field 'sources[0].require_markers' must be true or false, got the string 'false'"
+            in str(e.value)) and "write require_markers: false without quotes" in str(e.value)
+    assert f"{path}:6: 'wieght' is not a field of sources[0]" in str(e.value) and "'weight'?" in str(e.value)
+    assert f"{path}:7: sources[1].path: {tmp_path / 'sources/gone.txt'} not found" in str(e.value)
+
+
+def test_build_yaml_checks_numbers_and_filters(tmp_path):
+    (tmp_path / "build.yaml").write_text("seed: 4.5\neval_fraction: '0.2'\nfilters: {max_char: 100}\n",
+                                         encoding="utf-8")
+    with pytest.raises(KitError) as e:
+        load_build_config(tmp_path)
+    path = tmp_path / "build.yaml"
+    assert f"{path}:1: field 'seed' must be a whole number, got the number 4.5" in str(e.value)
+    assert f"{path}:2: field 'eval_fraction' must be a number from 0 to 0.9" in str(e.value)
+    assert "write eval_fraction: 0.2 without quotes" in str(e.value)
+    assert f"{path}:3: 'max_char' is not a field of filters" in str(e.value) and "'max_chars'?" in str(e.value)
