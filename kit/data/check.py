@@ -1,7 +1,7 @@
 """`kit data check`: validate a training file; every problem as FILE:LINE: reason.
 
-First each line on its own (UTF-8, JSON, roles, order, content, final reply, system prompt); then, if
-all lines pass, the whole file through what XTuner runs when training: Hugging Face `load_dataset
+First each line on its own (UTF-8, JSON, roles, order, content, final reply, a reply to learn from,
+system prompt); then, if all lines pass, the whole file through what XTuner runs when training: Hugging Face `load_dataset
 ("json")`, `openai_map_fn`, `template_map_fn` with the internlm2_chat template and, given a tokenizer,
 `encode_fn` — so a file that passes here trains.
 """
@@ -46,10 +46,23 @@ def sample_problems(row, need_system: bool = True, system: str | None = None) ->
             break
     if roles[-1] != "assistant":
         problems.append("no final assistant reply (the last message must be the character's)")
+    problems += _loss_problems(messages)
     if need_system and roles[0] != "system":
         problems.append("no system prompt (every sample needs the persona's system prompt first)")
     elif system is not None and roles[0] == "system" and messages[0]["content"].strip() != system.strip():
         problems.append("system prompt differs from persona.yaml's (rebuild with `kit data build`)")
+    return problems
+
+
+def _loss_problems(messages: list[dict]) -> list[str]:
+    """XTuner trains on an assistant turn unless its "loss" is false; anything but true reads as false."""
+    replies = [(i, m) for i, m in enumerate(messages) if m["role"] == "assistant"]
+    problems = [f"messages[{i}] (assistant): \"loss\" must be true or false, got {m['loss']!r} "
+                "(XTuner trains on the reply only if it is true)"
+                for i, m in replies if not isinstance(m.get("loss", True), bool)]
+    if replies and not problems and not any(m.get("loss", True) for _, m in replies):
+        problems.append("nothing to learn: every assistant turn has \"loss\": false, so XTuner trains on none "
+                        "of this sample (remove \"loss\": false from the reply to learn, or delete the line)")
     return problems
 
 
@@ -129,6 +142,29 @@ def xtuner_problems(path: Path, tokenizer: Path | None = None, max_length: int =
                     problems.append(f"{path}:{no}: {n} tokens, more than max_length {max_length}: "
                                     "XTuner would cut the reply off (shorten it or raise max_length)")
     return problems
+
+
+def repeat_warnings(path: Path) -> list[str]:
+    """Samples identical to an earlier line, as one 'FILE:LINE: warning: ...' line (empty list: none).
+
+    A warning, not a problem: `kit data build` repeats training samples on purpose (a source's weight),
+    but elsewhere a repeat is usually a file concatenated twice, and each copy trains the sample again."""
+    first, repeats = {}, []  # repeats: (line, line it repeats)
+    for no, raw in enumerate(Path(path).read_bytes().split(b"\n"), 1):
+        try:
+            key = json.dumps(json.loads(raw), sort_keys=True, ensure_ascii=False)
+        except ValueError:  # not JSON (blank, cut short, not UTF-8): line_problems reports those
+            continue
+        if key in first:
+            repeats.append((no, first[key]))
+        first.setdefault(key, no)
+    if not repeats:
+        return []
+    shown = ", ".join(f"{no} (= line {earlier})" for no, earlier in repeats[:10])
+    more = f" and {len(repeats) - 10} more" if len(repeats) > 10 else ""
+    return [f"{path}:{repeats[0][0]}: warning: {len(repeats)} sample(s) repeat an earlier line exactly: lines "
+            f"{shown}{more}; each copy trains that sample once more: keep them only if the repeat is on purpose "
+            "(as build.yaml's weight does), else delete them"]
 
 
 def check_file(path: Path, system: str | None = None, tokenizer: Path | None = None,

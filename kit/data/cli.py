@@ -82,7 +82,7 @@ def check(
     max_length: int = typer.Option(2048, help="The recipe's max_length (with --tokenizer)."),
 ):
     """Validate a training file: every problem as FILE:LINE: reason."""
-    from kit.data.check import check_file
+    from kit.data.check import check_file, repeat_warnings
 
     if not file.is_file():
         raise KitError(f"file not found: {file}", "check the path")
@@ -94,6 +94,8 @@ def check(
     problems = check_file(file, system, tokenizer, max_length)
     for p in problems:
         typer.echo(p)
+    for w in repeat_warnings(file):  # on stderr: a warning does not fail the check
+        typer.echo(w, err=True)
     if problems:
         Console(stderr=True).print(f"[red]{len(problems)} problem(s)[/] in {file}")
         raise typer.Exit(1)

@@ -4,6 +4,8 @@ import json
 
 from kit_testing import run_kit
 
+from kit.data.check import line_problems, repeat_warnings
+
 SYSTEM = {"role": "system", "content": "你是猪八戒。"}
 
 
@@ -26,6 +28,12 @@ BROKEN = [
                                  {"role": "assistant", "content": "哈哈"}), "expected a user turn"),
     ("no system prompt", _line({"role": "user", "content": "你好"},
                                {"role": "assistant", "content": "嘿嘿"}), "no system prompt"),
+    # XTuner trains on no reply whose "loss" is false, and reads anything but true as false.
+    ("nothing to learn", _line(SYSTEM, {"role": "user", "content": "你好"},
+                               {"role": "assistant", "content": "嘿嘿", "loss": False}), "nothing to learn"),
+    ("loss not a boolean", _line(SYSTEM, {"role": "user", "content": "你好"},
+                                 {"role": "assistant", "content": "嘿嘿", "loss": "yes"}),
+     '"loss" must be true or false'),
 ]
 
 
@@ -56,3 +64,28 @@ def test_check_against_the_persona_prompt(tmp_path):
     result = run_kit("data", "check", str(path), "--persona", str(ROOT / "datasets/bajie/persona.yaml"))
     assert result.returncode == 1
     assert f"{path}:1: system prompt differs from persona.yaml's" in result.stdout
+
+
+def test_check_keeps_a_sample_with_one_reply_to_learn(tmp_path):
+    # The usual multi-turn form: earlier replies as context ("loss": false), the last one trained on.
+    path = tmp_path / "context.jsonl"
+    path.write_bytes(_line(SYSTEM, {"role": "user", "content": "你好"},
+                           {"role": "assistant", "content": "嘿嘿", "loss": False},
+                           {"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "俺老猪是也。"}))
+    assert line_problems(path) == []
+
+
+def test_check_warns_of_repeated_samples_with_their_lines(tmp_path):
+    other = _line(SYSTEM, {"role": "user", "content": "饿不饿？"}, {"role": "assistant", "content": "饿得慌！"})
+    # The same sample written differently: keys in another order, no spaces.
+    reordered = json.dumps({"messages": [dict(reversed(m.items())) for m in json.loads(GOOD)["messages"]]},
+                           separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    path = tmp_path / "twice.jsonl"
+    path.write_bytes(GOOD + other + GOOD + other + reordered)
+    result = run_kit("data", "check", str(path))
+    # A warning, not a problem: `kit data build` repeats samples by weight on purpose.
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+    assert f"{path}:3: warning: 3 sample(s) repeat an earlier line exactly: " \
+           "lines 3 (= line 1), 4 (= line 2), 5 (= line 1)" in result.stderr, result.stderr
+    path.write_bytes(GOOD + other)
+    assert repeat_warnings(path) == []
