@@ -105,7 +105,7 @@ def build_character(character: str, out_dir: Path | None = None, tokenizer: Path
     with staged_dir(out) as stage:
         write_jsonl(stage / "train.jsonl", train)
         write_jsonl(stage / "eval.jsonl", held_out)
-        write_card(stage, character=character, name=persona.name, sources=stats, train=train,
+        write_card(stage, character=character, persona=persona, sources=stats, train=train,
                    held_out=held_out, tokenizer=Path(tokenizer),
                    settings={"seed": config.seed, "eval_fraction": config.eval_fraction,
                              "near_duplicate": config.near_duplicate, "filters": config.filters.__dict__})

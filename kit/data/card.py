@@ -6,6 +6,8 @@ from pathlib import Path
 from statistics import mean, median
 
 from kit import atomic
+from kit.artifacts import persona_digest
+from kit.persona import Persona
 
 
 def token_lengths(samples: list[dict], tokenizer_path: Path) -> list[int]:
@@ -43,7 +45,7 @@ def _histogram(train: list[int], held_out: list[int], png: Path) -> None:
     plt.close(fig)
 
 
-def write_card(out: Path, *, character: str, name: str, sources: list[dict], train: list[dict],
+def write_card(out: Path, *, character: str, persona: Persona, sources: list[dict], train: list[dict],
                held_out: list[dict], tokenizer: Path, settings: dict) -> dict:
     train_tokens = token_lengths(train, tokenizer)
     eval_tokens = token_lengths(held_out, tokenizer)
@@ -51,7 +53,7 @@ def write_card(out: Path, *, character: str, name: str, sources: list[dict], tra
     for s in sources:
         removed.update(s["removed"])
     card = {
-        "character": character, "name": name,
+        "character": character, "persona_digest": persona_digest(persona), "name": persona.name,
         "counts": {"train": len(train), "eval": len(held_out)},
         "turns": {str(k): v for k, v in sorted(Counter(
             sum(m["role"] == "assistant" for m in s["messages"]) for s in train + held_out).items())},
