@@ -5,11 +5,11 @@ Both give greedy replies and, where they can, the log-likelihood of a reference 
 """
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.eval.api import BadAnswer, Server
 
 
 @dataclass
@@ -101,40 +101,37 @@ def chatml(messages: list[dict], generation_prompt: bool = False) -> str:
     return text + ("<|im_start|>assistant\n" if generation_prompt else "")
 
 
-def openai_client(url: str, api_key_env: str):
-    """The official client for an OpenAI-compatible server; `/v1` is added when the URL lacks it."""
-    import openai
-
-    url = url.rstrip("/")
-    # The key comes from the environment only; it is never written to the report or logs.
-    key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    return openai.OpenAI(base_url=url if url.endswith("/v1") else url + "/v1", api_key=key,
-                         max_retries=2, timeout=120)
+START_FIX = "start it (e.g. `kit serve --engine transformers --no-ui --base PATH --tuned PATH`, " \
+            "`lmdeploy serve api_server ...`) or fix the URL"
 
 
 class Endpoint:
-    """An OpenAI-compatible server. URL may end in `#MODEL` to pick a model; else the first it lists."""
+    """An OpenAI-compatible server. URL may end in `#MODEL` to pick a model; else the first it lists.
+    Its key, if it needs one, comes from the variable `key_env` (the CLI's --api-key-env)."""
 
-    def __init__(self, url: str):
-        import openai
-
+    def __init__(self, url: str, key_env: str | None = None):
         url, _, model = str(url).partition("#")
-        self.client = openai_client(url, "KIT_EVAL_API_KEY")
-        base_url = str(self.client.base_url).rstrip("/")
-        try:
-            self.model = model or self.client.models.list().data[0].id
-        except openai.APIConnectionError:
-            raise KitError(f"no OpenAI-compatible server answers at {base_url}",
-                           "start it (`kit serve`, `lmdeploy serve api_server ...`) or fix the URL") from None
-        except (openai.APIStatusError, IndexError):
-            raise KitError(f"{base_url}/models lists no model", f"name the model: {base_url}#MODEL") from None
-        self.label = f"{base_url}#{self.model}"
+        self.server = Server(url, key_env, "--api-key-env", START_FIX)
+        self.client = self.server.client
+        listed = self.server.check()
+        if not (model or listed):
+            raise KitError(f"{self.server.url}/models lists no model", f"name the model: {self.server.url}#MODEL")
+        self.model = model or listed[0]
+        self.label = f"{self.server.url}#{self.model}"
         self._perplexity_error: str | None = None
 
     def generate(self, messages: list[dict], max_new_tokens: int) -> str:
-        reply = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0,
-                                                    max_tokens=max_new_tokens, seed=0)
-        return (reply.choices[0].message.content or "").strip()
+        import openai
+
+        try:
+            reply = self.server.chat(model=self.model, messages=messages, temperature=0,
+                                     max_tokens=max_new_tokens, seed=0)
+        except openai.APIStatusError as e:
+            raise KitError(f"{self.label} refused a chat completion: HTTP {e.status_code} {e.message}",
+                           "check the model name after # in the URL") from None
+        except BadAnswer as e:
+            raise KitError(str(e), "check that the URL is the server's OpenAI API (ending in /v1)") from None
+        return reply.strip()
 
     def reply_score(self, messages: list[dict]) -> ReplyScore:
         """Echo the whole conversation through /v1/completions and sum the reply tokens' log-probs."""
@@ -146,8 +143,9 @@ class Endpoint:
         text = prompt + messages[-1]["content"] + "<|im_end|>"
         try:
             # max_tokens=1: some servers refuse 0; the generated token lies past len(text) and is skipped.
-            out = self.client.completions.create(model=self.model, prompt=text, echo=True, logprobs=1,
-                                                 max_tokens=1, temperature=0)
+            with self.server.errors():
+                out = self.client.completions.create(model=self.model, prompt=text, echo=True, logprobs=1,
+                                                     max_tokens=1, temperature=0)
             lp = out.choices[0].logprobs
         except openai.APIStatusError as e:
             lp, why = None, f"HTTP {e.status_code}"
@@ -164,7 +162,8 @@ class Endpoint:
         return ReplyScore(-sum(picked), len(picked))
 
 
-def open_model(source: str | Path, base: str | Path | None = None):
+def open_model(source: str | Path, base: str | Path | None = None, key_env: str | None = None):
+    """A local folder, or a URL whose key (if any) is in the variable `key_env`."""
     if is_url(source):
-        return Endpoint(str(source))
+        return Endpoint(str(source), key_env)
     return LocalModel(Path(source), Path(base) if base and not is_url(base) else None)

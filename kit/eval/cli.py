@@ -16,9 +16,13 @@ def evaluate(
     eval_file: Path = typer.Option(None, "--eval-file",
                                    help="Held-out `messages` JSONL [default: datasets/CHARACTER/built/eval.jsonl]."),
     out: Path = typer.Option(Path("eval"), "--out", help="Where report.json, report.md and the PNGs go."),
-    judge_url: str = typer.Option(None, "--judge-url", help="OpenAI-compatible judge endpoint (optional); "
-                                  "key from $KIT_JUDGE_API_KEY."),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the key of the "
+                                    "served --base/--tuned (as given to `kit serve --api-key-env`); "
+                                    "without it no key is sent."),
+    judge_url: str = typer.Option(None, "--judge-url", help="OpenAI-compatible judge endpoint (optional)."),
     judge_model: str = typer.Option(None, "--judge-model", help="Model name at the judge endpoint."),
+    judge_key_env: str = typer.Option(None, "--judge-key-env", help="Environment variable holding the "
+                                      "judge's key; without it no key is sent."),
     checkpoints: list[Path] = typer.Option(None, "--checkpoints", help="A run folder, or model/adapter "
                                            "folders (repeat the option); adapters sit on --base."),
     max_new_tokens: int = typer.Option(48, min=1, help="Greedy reply length for the generated metrics."),
@@ -40,8 +44,8 @@ def evaluate(
     report = evaluate_models(
         base, tuned, character, eval_file, out,
         settings=EvalSettings(max_new_tokens, gen_limit, ppl_limit),
-        judge=JudgeConfig(judge_url, judge_model) if judge_url else None,
-        checkpoints=checkpoints or [])
+        judge=JudgeConfig(judge_url, judge_model, judge_key_env) if judge_url else None,
+        checkpoints=checkpoints or [], api_key_env=api_key_env)
     _summary(report)
 
 
@@ -59,6 +63,10 @@ def _summary(report_path: Path) -> None:
                       e["better"])
     console = Console()
     console.print(table)
+    for e in report["metrics"].values():
+        for side in ("base", "tuned"):
+            if e[side] is not None and e["details"][side].get("reason"):
+                console.print(f"note: {e['title']} ({side}): {e['details'][side]['reason']}", markup=False)
     if "checkpoints" in report:
         console.print(f"suggested checkpoint: {report['checkpoints']['suggested']} ({report['checkpoints']['why']})")
     console.print(f"report: {report_path}  ({report_path.with_name('report.md')})")

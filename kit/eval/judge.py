@@ -1,7 +1,9 @@
 """Optional LLM judge over any OpenAI-compatible endpoint, with a stated rubric (docs/eval.md).
 
 The judge sees the character's description (the persona's own system prompt), the question and the
-reply, and answers a 1-5 score as JSON. Replies it cannot score are counted, not guessed.
+reply, and answers a 1-5 score as JSON. Replies it cannot score are counted, not guessed; so is an
+answer that is no chat completion at all (cut off, an HTML page): asked once more, then counted as
+unscored with what came back quoted in the reason, so one glitch of a paid API never loses a run.
 """
 
 import json
@@ -9,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from kit.errors import KitError
+from kit.eval.api import BadAnswer, Server
 from kit.persona import Persona
 
 RUBRIC = """You grade replies of a role-play model that must stay in character.
@@ -31,7 +34,7 @@ Answer with JSON only: {{"score": <1-5>, "reason": "<one short sentence>"}}"""
 class JudgeConfig:
     url: str
     model: str
-    api_key_env: str = "KIT_JUDGE_API_KEY"
+    api_key_env: str | None = None  # the variable holding the judge's key (--judge-key-env); None: no key
 
 
 @dataclass
@@ -56,35 +59,47 @@ def parse_score(text: str) -> int | None:
     return int(score) if isinstance(score, (int, float)) and 1 <= score <= 5 else None
 
 
+JUDGE_START_FIX = "start it or fix --judge-url (any OpenAI-compatible endpoint)"
+
+
 class Judge:
     def __init__(self, config: JudgeConfig, persona: Persona):
-        from kit.eval.backends import openai_client
-
-        self.client = openai_client(config.url, config.api_key_env)
+        self.server = Server(config.url, config.api_key_env, "--judge-key-env", JUDGE_START_FIX)
+        self.server.check()  # a dead judge or a refused key stops the run before any work, not after it
         self.config, self.system = config, rubric(persona)
 
     def score(self, question: str, reply: str) -> int | None:
+        """The judge's 1-5 score; BadAnswer when it answered no chat completion twice."""
         import openai
 
-        try:
-            out = self.client.chat.completions.create(
-                model=self.config.model, temperature=0, max_tokens=200, seed=0,
-                messages=[{"role": "system", "content": self.system},
-                          {"role": "user", "content": f"QUESTION:\n{question}\n\nREPLY:\n{reply}"}])
-        except openai.APIConnectionError:
-            raise KitError(f"the judge at {self.config.url} does not answer",
-                           "start it or fix --judge-url (any OpenAI-compatible endpoint)") from None
-        except openai.APIStatusError as e:
-            raise KitError(f"the judge at {self.config.url} refused: HTTP {e.status_code} {e.message}",
-                           "check --judge-model and the key in $KIT_JUDGE_API_KEY") from None
-        return parse_score(out.choices[0].message.content or "")
+        body = dict(model=self.config.model, temperature=0, max_tokens=200, seed=0,
+                    messages=[{"role": "system", "content": self.system},
+                              {"role": "user", "content": f"QUESTION:\n{question}\n\nREPLY:\n{reply}"}])
+        for _ in range(2):  # once may be a glitch on the way (a cut body); twice is the judge
+            try:
+                return parse_score(self.server.chat(**body))
+            except openai.APIStatusError as e:
+                raise KitError(f"the judge at {self.server.url} refused: HTTP {e.status_code} {e.message}",
+                               "check --judge-model and --judge-url") from None
+            except BadAnswer as e:
+                broken = e
+        raise broken
 
     def grade(self, pairs: list[tuple[str, str]], advance=lambda: None) -> JudgeResult:
-        scores = []
+        scores, broken = [], []
         for question, reply in pairs:
-            scores.append(self.score(question, reply))
+            try:
+                scores.append(self.score(question, reply))
+            except BadAnswer as e:
+                scores.append(None)
+                broken.append(str(e))
             advance()
         ok = [s for s in scores if s is not None]
-        if not ok:
-            return JudgeResult(None, 0, len(scores), "the judge's answers held no 1-5 score")
-        return JudgeResult(sum(ok) / len(ok), len(ok), len(scores) - len(ok))
+        reasons = []
+        if broken:
+            reasons.append(f"{len(broken)} of {len(scores)} judge answers were no chat completion, twice "
+                           f"each; the first: {broken[0]}")
+        if len(ok) + len(broken) < len(scores):
+            reasons.append(f"{len(scores) - len(ok) - len(broken)} answers held no 1-5 score")
+        mean = sum(ok) / len(ok) if ok else None
+        return JudgeResult(mean, len(ok), len(scores) - len(ok), "; ".join(reasons) or None)

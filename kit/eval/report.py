@@ -72,10 +72,12 @@ def to_markdown(report: dict, charts: list[str]) -> str:
              "| metric | base | tuned | better |", "|---|---|---|---|"]
     for entry in report["metrics"].values():
         lines.append(f"| {entry['title']} | {_fmt(entry['base'])} | {_fmt(entry['tuned'])} | {entry['better']} |")
-    reasons = [f"- {e['title']} ({side}): {e['details'][side]['reason']}" for e in report["metrics"].values()
-               for side in ("base", "tuned") if e[side] is None and e["details"][side].get("reason")]
+    # Why a value is n/a, and what a value stands on (e.g. judge answers that were lost).
+    reasons = [f"- {e['title']} ({side}{'' if e[side] is None else f', {_fmt(e[side])}'}): "
+               f"{e['details'][side]['reason']}" for e in report["metrics"].values()
+               for side in ("base", "tuned") if e["details"][side].get("reason")]
     if reasons:
-        lines += ["", "Not available:", *reasons]
+        lines += ["", "Notes:", *reasons]
     lines += ["", *[f"![{c}]({c})" for c in charts]]
     if "checkpoints" in report:
         ck = report["checkpoints"]

@@ -24,9 +24,10 @@ from kit.persona import persona_for
 
 def evaluate_models(base: Path | str, tuned: Path | str | None, character: str, eval_file: Path,
                     out_dir: Path, *, settings: EvalSettings | None = None, judge: JudgeConfig | None = None,
-                    checkpoints: list[Path] = ()) -> Path:
+                    checkpoints: list[Path] = (), api_key_env: str | None = None) -> Path:
     """Score base and tuned (paths or URLs); write out_dir/report.json, report.md and charts; return
-    the report path. With checkpoints and no tuned model, "tuned" is the suggested checkpoint."""
+    the report path. With checkpoints and no tuned model, "tuned" is the suggested checkpoint.
+    `api_key_env` names the variable holding the key of the served base/tuned (None: no key)."""
     settings = settings or EvalSettings()
     persona = persona_for(character)
     samples, general = load_samples(Path(eval_file)), load_general_set()
@@ -54,7 +55,7 @@ def evaluate_models(base: Path | str, tuned: Path | str | None, character: str, 
                 progress.console.print(f"{label}: unchanged, score kept from {store.path(label)}")
                 return kept
             task = progress.add_task(f"{label:<12}", total=units)
-            model = open_model(load(), base)
+            model = open_model(load(), base, api_key_env)
             try:
                 result = score_model(model, persona, samples, general, settings, grader,
                                      lambda: progress.advance(task))

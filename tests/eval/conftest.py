@@ -91,10 +91,14 @@ def eval_models(tiny_model, tmp_path_factory) -> EvalModels:
 
 class FakeOpenAI:
     """A minimal OpenAI-compatible server on 127.0.0.1: /v1/models, /v1/chat/completions and, when
-    `complete` is given, /v1/completions. Every request body is kept in `requests`."""
+    `complete` is given, /v1/completions. Every request body is kept in `requests`, every request's
+    headers in `headers` (names in lower case). With `key`, a request without `Authorization: Bearer
+    KEY` gets a 401, as `kit serve --api-key-env` answers. A `chat` that returns bytes has them sent
+    as the body, as is."""
 
-    def __init__(self, chat, complete=None, model="fake"):
+    def __init__(self, chat, complete=None, model="fake", key=None):
         self.requests: list[tuple[str, dict]] = []
+        self.headers: list[dict] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -102,14 +106,26 @@ class FakeOpenAI:
                 pass
 
             def _send(self, status: int, body: dict):
-                data = json.dumps(body).encode()
+                self._send_raw(status, json.dumps(body).encode())
+
+            def _send_raw(self, status: int, data: bytes):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _refused(self) -> bool:
+                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+                    return False
+                self._send(401, {"error": {"message": "invalid or missing API key",
+                                           "type": "authentication_error"}})
+                return True
+
             def do_GET(self):
+                if self._refused():
+                    return
                 if self.path == "/v1/models":
                     return self._send(200, {"object": "list", "data": [
                         {"id": model, "object": "model", "created": 0, "owned_by": "test"}]})
@@ -118,8 +134,12 @@ class FakeOpenAI:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append((self.path, body))
+                if self._refused():
+                    return
                 if self.path == "/v1/chat/completions":
                     text = chat(body["messages"], body.get("max_tokens", 16))
+                    if isinstance(text, bytes):
+                        return self._send_raw(200, text)
                     return self._send(200, {
                         "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
                         "choices": [{"index": 0, "finish_reason": "stop",
