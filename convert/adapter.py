@@ -15,6 +15,7 @@ from kit.errors import KitError
 # Fields of config.json that must agree between the base trained on and the base merged into.
 SHAPE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "intermediate_size", "vocab_size")
+SAMPLED_TENSORS = 8  # how many tensors weights_differ compares
 
 
 def load_config(config_path: Path):
@@ -45,15 +46,67 @@ def _shape(path: Path) -> dict:
     return {k: config.get(k) for k in SHAPE_FIELDS}
 
 
+def trained_base(trained_on: str) -> Path | None:
+    """The base a run trained on as a folder on this machine: its path, or a hub id in the HF cache."""
+    if not trained_on:
+        return None
+    if (Path(trained_on) / "config.json").is_file():
+        return Path(trained_on)
+    from huggingface_hub import snapshot_download
+
+    try:
+        cached = Path(snapshot_download(trained_on, local_files_only=True))
+    except Exception:  # not a hub id, or never downloaded here (huggingface_hub raises several kinds)
+        return None
+    return cached if (cached / "config.json").is_file() else None
+
+
 def check_base_matches(trained_on: str, base: Path) -> None:
     """If the base of the run is still on disk and differs from `base`, their shapes must agree."""
-    if not (Path(trained_on) / "config.json").is_file() or Path(trained_on).resolve() == base.resolve():
+    folder = trained_base(trained_on)
+    if folder is None or folder.resolve() == base.resolve():
         return
-    old, new = _shape(Path(trained_on)), _shape(base)
+    old, new = _shape(folder), _shape(base)
     diff = [f"{k}: {old[k]} vs {new[k]}" for k in SHAPE_FIELDS if old[k] != new[k]]
     if diff:
         raise KitError(f"base {base} does not match the model the run trained on ({trained_on}): "
                        + "; ".join(diff), "merge into the same base model the run trained on (--base)")
+
+
+def _tensor_files(folder: Path) -> dict[str, Path]:
+    from safetensors import safe_open
+
+    files = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            files.update(dict.fromkeys(f.keys(), path))
+    return files
+
+
+def _middle_row(path: Path, name: str):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        tensor = f.get_slice(name)
+        rows = tensor.get_shape()[0] if tensor.get_shape() else 0
+        return tensor[rows // 2:rows // 2 + 1] if rows else f.get_tensor(name)
+
+
+def weights_differ(trained_on: Path, base: Path) -> str | None:
+    """The first of a few sampled tensors whose values differ between two models of one shape, None
+    if they all agree (and None when either has no safetensors: nothing to compare cheaply).
+
+    One row of SAMPLED_TENSORS tensors spread over the model, read without loading it: fine-tuning
+    moves every weight, so this tells a chat model from its pretrained base for a few KiB of reads.
+    """
+    old, new = _tensor_files(trained_on), _tensor_files(base)
+    names = sorted(old.keys() & new.keys())
+    for name in names[::max(1, -(-len(names) // SAMPLED_TENSORS))]:
+        a, b = _middle_row(old[name], name), _middle_row(new[name], name)
+        narrow = a.dtype if a.element_size() <= b.element_size() else b.dtype  # a bf16 base saved as fp32
+        if a.shape != b.shape or not a.to(narrow).equal(b.to(narrow)):
+            return name
+    return None
 
 
 def load_checkpoint(checkpoint: Path) -> dict:

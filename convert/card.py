@@ -8,6 +8,9 @@ from pathlib import Path
 from kit import atomic
 
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias")
+# What makes a folder kit's own: `kit merge` replaces a folder holding its record, and no other.
+MERGE_RECORD = "kit_merge.json"
+ADAPTER_RECORD = "kit_adapter.json"
 
 
 def _data_summary(data_dir: Path | None) -> list[str]:
@@ -100,12 +103,17 @@ def write(m, out: Path, adapter_out: Path, merged_out: Path) -> None:
               "checkpoint": m.checkpoint.name, "dtype": m.dtype, "device": m.device,
               "character": m.persona.character, "adapter": str(adapter_out.resolve()),
               "lora": {k: m.lora.get(k) for k in LORA_FIELDS}, "checks": m.checks}
-    atomic.write_text(out / "kit_merge.json", json.dumps(record, ensure_ascii=False, indent=2))
+    atomic.write_text(out / MERGE_RECORD, json.dumps(record, ensure_ascii=False, indent=2))
 
 
-def write_adapter_readme(m, out: Path, adapter_out: Path, merged_out: Path) -> None:
-    """Replaces PEFT's empty template card: what the adapter is and how to load or serve it."""
+def write_adapter_card(m, out: Path, adapter_out: Path, merged_out: Path) -> None:
+    """README.md (replaces PEFT's empty template: what the adapter is, how to load or serve it) and
+    kit_adapter.json (the same as data)."""
     adapter, base = adapter_out.resolve(), m.base
+    record = {"base": str(base), "work_dir": str(m.work_dir.resolve()), "config": m.config.name,
+              "checkpoint": m.checkpoint.name, "character": m.persona.character,
+              "merged": str(merged_out.resolve()), "lora": {k: m.lora.get(k) for k in LORA_FIELDS}}
+    atomic.write_text(out / ADAPTER_RECORD, json.dumps(record, ensure_ascii=False, indent=2))
     atomic.write_text(out / "README.md", "\n".join([
         f"# {m.persona.name} · LoRA adapter for {base.name}",
         "",

@@ -19,6 +19,10 @@ def merge(
     device: str = typer.Option("auto", help="auto (GPU if it has room, else CPU), cuda or cpu."),
     character: str = typer.Option(None, help="Whose persona goes into the chat template; "
                                   "default: the recipe's `character`."),
+    force: bool = typer.Option(False, "--force", help="Replace --out / --adapter-out even if kit did not "
+                               "write them (never the run, the base or the data)."),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="Merge into a --base "
+                                             "whose weights differ from the one trained on (warns)."),
 ):
     """Newest checkpoint -> HF adapter -> merged HF model, verified, persona chat template."""
     from kit.convert.locate import find_run
@@ -31,7 +35,7 @@ def merge(
     console.rule(f"kit merge {work_dir}")
     merged = merge_run(work_dir, base, adapter_out or work_dir / "adapter", out or work_dir / "merged",
                        checkpoint=checkpoint, dtype=dtype, device=device, character=character,
-                       console=console)
+                       force=force, allow_base_mismatch=allow_base_mismatch, console=console)
     console.print(f"[green]merged model:[/] {merged}  (model card: {merged / 'README.md'})\n"
                   f"[green]adapter:[/] {adapter_out or work_dir / 'adapter'}\n"
                   f"next: kit serve --tuned {merged}")

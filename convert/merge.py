@@ -96,6 +96,37 @@ def _check_base(base: Path) -> None:
                        "pass the Hugging Face folder of the model the run trained on with --base")
 
 
+def _check_same_base(trained_on: str, base: Path, allow_mismatch: bool, console: Console) -> None:
+    """--base must be the model the run trained on: same shape, and the same weights where both are here."""
+    folder = adapter_mod.trained_base(trained_on)
+    if folder is None:
+        console.print(f"  [yellow]cannot check --base {base} against {trained_on}, the base the run "
+                      "trained on: it is not on this machine[/]")
+        return
+    if folder.resolve() == base:
+        return
+    adapter_mod.check_base_matches(trained_on, base)
+    differs = adapter_mod.weights_differ(folder, base)
+    if differs is None:
+        return
+    problem = (f"base {base} has the shape of {trained_on}, the base the run trained on, but other "
+               f"weights ({differs} differs)")
+    if not allow_mismatch:
+        raise KitError(problem, f"merge into {trained_on} (leave out --base); if {base} is that model "
+                       "saved in another dtype, add --allow-base-mismatch")
+    console.print(f"  [bold red]warning: {problem}; merging anyway (--allow-base-mismatch): the "
+                  "result is not the model you trained unless the two differ only in dtype[/]")
+
+
+def _check_targets(m: Merge, adapter_out: Path, merged_out: Path, force: bool) -> None:
+    """Neither output may replace an input or the other output, nor a folder kit did not write."""
+    sources = [m.work_dir, m.base, m.checkpoint, m.config, *filter(None, [m.persona.path, m.data_dir])]
+    atomic.check_target(adapter_out, record=card.ADAPTER_RECORD, force=force, option="--adapter-out",
+                        protected=[*sources, merged_out])
+    atomic.check_target(merged_out, record=card.MERGE_RECORD, force=force, option="--out",
+                        protected=[*sources, adapter_out])
+
+
 def _merge_weights(m: Merge, adapter_dir: Path, out: Path) -> dict:
     """Merge the adapter into the base and save it; return the probes and their PEFT logits."""
     import torch
@@ -159,39 +190,49 @@ def _verify(m: Merge, out: Path, probes: dict, console: Console) -> None:
 
 def merge_run(work_dir: Path, base: Path | None, adapter_out: Path, merged_out: Path, *,
               checkpoint: str | Path | None = None, dtype: str | None = None, device: str = "auto",
-              character: str | None = None, console: Console | None = None) -> Path:
+              character: str | None = None, force: bool = False, allow_base_mismatch: bool = False,
+              console: Console | None = None) -> Path:
     """Convert the newest (or chosen) checkpoint of work_dir, merge it into base; return merged_out.
 
     base None means the base the run trained on (the config's pretrained_model_name_or_path).
+    force replaces output folders kit did not write; allow_base_mismatch merges into a base with
+    other weights than the one trained on (with a warning).
     """
     console = console or Console()
-    work_dir = Path(work_dir)
+    work_dir, adapter_out, merged_out = Path(work_dir), Path(adapter_out), Path(merged_out)
     ckpt = locate.find_checkpoint(work_dir, checkpoint)
     config = locate.find_config(work_dir)
     cfg = adapter_mod.load_config(config)
-    base = Path(base or cfg.model.llm.pretrained_model_name_or_path).resolve()
+    trained_on = str(cfg.model.llm.get("pretrained_model_name_or_path", ""))
+    base = Path(base or trained_on).resolve()
     _check_base(base)
+    if base != Path(trained_on).resolve():
+        _check_same_base(trained_on, base, allow_base_mismatch, console)
     m = Merge(work_dir=work_dir, checkpoint=ckpt, config=config, base=base,
               dtype=_dtype(base, dtype), device=_device(device, base, console),
               persona=_persona(cfg, character), data_dir=_data_dir(cfg))
+    _check_targets(m, adapter_out, merged_out, force)
+    freed = atomic.clean_stale(adapter_out) + atomic.clean_stale(merged_out)
+    if freed:
+        console.print(f"  removed what an interrupted merge left beside {merged_out.parent}: "
+                      f"{freed / 2**20:,.1f} MiB freed")
     console.print(f"  run {work_dir} · checkpoint {ckpt.name} · base {base} · "
                   f"{m.dtype} on {m.device} · persona {m.persona.name}")
     start = time.monotonic()
     try:
-        with atomic.staged_dir(Path(adapter_out)) as a_stage, \
-                atomic.staged_dir(Path(merged_out)) as m_stage:
+        with atomic.staged_dir(adapter_out) as a_stage, atomic.staged_dir(merged_out) as m_stage:
             console.print("  · adapter: XTuner pth_to_hf")
             m.lora = adapter_mod.export_adapter(config, ckpt, base, a_stage)
             console.print("  · merge: base + adapter, tokenizer with the persona chat template")
             probes = _merge_weights(m, a_stage, m_stage)
             console.print("  · verify: logits vs PEFT, chat template vs XTuner, a generation")
             _verify(m, m_stage, probes, console)
-            card.write(m, m_stage, adapter_out=Path(adapter_out), merged_out=Path(merged_out))
-            card.write_adapter_readme(m, a_stage, Path(adapter_out), Path(merged_out))
+            card.write(m, m_stage, adapter_out=adapter_out, merged_out=merged_out)
+            card.write_adapter_card(m, a_stage, adapter_out, merged_out)
     except OSError as e:
         raise KitError(f"merge stopped on a file error, nothing was kept: {e}",
                        "check free disk space and write permission of "
-                       f"{Path(merged_out).parent}") from e
+                       f"{merged_out.parent}") from e
     logit = m.checks["logits"]
     console.print(f"  logits: max |merged − (base+adapter)| = {logit['max_abs_diff']:.2e} "
                   f"(allowed {logit['tolerance']:.1e}; the adapter itself moves them by "
@@ -200,4 +241,4 @@ def merge_run(work_dir: Path, base: Path | None, adapter_out: Path, merged_out: 
                   f"conversations · {time.monotonic() - start:.1f}s")
     console.print(f"  sample: {m.checks['generation']['question']} → "
                   f"{m.checks['generation']['answer']!r}")
-    return Path(merged_out)
+    return merged_out

@@ -28,3 +28,12 @@ def test_merge_without_runs_says_what_to_do(tmp_path):
     assert "no training run with checkpoints" in proc.stderr and "kit train" in proc.stderr
     with pytest.raises(KitError, match="no run 'nope'"):
         find_run("nope", cwd=tmp_path)
+
+
+def test_merge_into_the_run_folder_is_refused_and_keeps_it(tiny_run, tmp_path):
+    """Before: `kit merge RUN -o RUN` replaced the run folder (its checkpoints too) and exited 0."""
+    run = shutil.copytree(tiny_run["work"], tmp_path / "work_dirs" / "bajie")
+    proc = run_kit("merge", "bajie", "-o", str(run), "--force", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert f"--out {run} is or holds {run}" in proc.stderr and "pass --out another folder" in proc.stderr
+    assert (run / "iter_4.pth").is_file()

@@ -1,9 +1,15 @@
 """Every way a merge can go wrong ends in a KitError that says why, and leaves no partial model."""
 
+import io
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
+from rich.console import Console
 
 from kit.convert.merge import merge_run
 from kit.errors import KitError
@@ -109,3 +115,70 @@ def test_a_template_unlike_training_is_caught(run_copy, monkeypatch):
     with pytest.raises(KitError, match="chat template check failed"):
         _merge(run_copy)
     _assert_nothing_written(run_copy)
+
+
+def _other_weights(tiny_model, out):
+    """The tiny model with every weight moved by 0.01: the same shape, another model."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_model, out)
+    for path in out.glob("*.safetensors"):
+        save_file({k: v + 0.01 for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
+    return out
+
+
+def _console():
+    return Console(file=io.StringIO(), width=400)
+
+
+def test_outputs_never_replace_an_input_not_even_with_force(run_copy, tmp_path):
+    """Before: `kit merge RUN -o RUN` deleted the run, checkpoints and all, and exited 0."""
+    work, out = run_copy["work"], run_copy["out"]
+    base = shutil.copytree(run_copy["base"], tmp_path / "base")
+    for adapter, merged in [(out / "adapter", work), (out / "adapter", work.parent),
+                            (base, out / "merged"), (out / "both", out / "both")]:
+        with pytest.raises(KitError, match="is or holds .*: replacing it would delete it"):
+            merge_run(work, base, adapter, merged, force=True)
+    assert (work / "iter_4.pth").is_file() and (base / "config.json").is_file()
+    _assert_nothing_written(run_copy)
+
+
+def test_a_folder_kit_did_not_write_is_kept_unless_force(run_copy, tmp_path):
+    out = run_copy["out"]
+    for name, option in [("merged", "--out"), ("adapter", "--adapter-out")]:
+        mine = out / name
+        mine.mkdir(parents=True)
+        (mine / "notes.txt").write_text("mine")
+        with pytest.raises(KitError, match=f"{option} .*{name} is not empty and has no kit_") as e:
+            _merge(run_copy)
+        assert "--force" in e.value.fix and (mine / "notes.txt").read_text() == "mine"
+    # A killed merge's scratch folder is removed (and said), a live one's kept; --force replaces.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    killed = out / f".merged.partial-{host}-{dead}-k1ll3d"
+    live = out / f".adapter.partial-{host}-{os.getpid()}-l1v3"
+    for stage in (killed, live):
+        stage.mkdir()
+        (stage / "model.safetensors").write_bytes(bytes(2**20))
+    console = _console()
+    same = shutil.copytree(run_copy["base"], tmp_path / "same-base")  # other path, same weights: fine
+    _merge(run_copy, base=same, force=True, console=console)
+    assert "1.0 MiB freed" in console.file.getvalue()
+    assert not killed.exists() and live.is_dir()
+    assert (out / "merged" / "kit_merge.json").is_file() and (out / "adapter" / "kit_adapter.json").is_file()
+    assert not (out / "merged" / "notes.txt").exists()
+
+
+def test_a_base_with_other_weights_is_refused(run_copy, tmp_path):
+    """Before: a base of the same shape but other weights was merged into without a word."""
+    other = _other_weights(run_copy["base"], tmp_path / "other")
+    with pytest.raises(KitError, match=r"has the shape of .*, the base the run trained on, but other "
+                                       r"weights \(model\..* differs\)") as e:
+        _merge(run_copy, base=other)
+    assert str(run_copy["base"]) in e.value.fix and "--allow-base-mismatch" in e.value.fix
+    _assert_nothing_written(run_copy)
+    console = _console()
+    _merge(run_copy, base=other, allow_base_mismatch=True, console=console)
+    assert "warning: base" in console.file.getvalue()
+    assert (run_copy["out"] / "merged" / "kit_merge.json").is_file()
