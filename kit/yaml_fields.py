@@ -101,7 +101,8 @@ def _value_problem(field: Field, key: str, value) -> tuple[str, str] | None:
     if field.kind == "text" and not (isinstance(value, str) and value.strip()):
         return f"must be a non-empty string, {got}", f"e.g. {key}: {field.example}"
     if field.kind == "texts" and not isinstance(value, list):
-        return f"must be a list of non-empty strings, {got}", f"write one '- item' line each under {key}:, e.g. - {field.example}"
+        return (f"must be a list of non-empty strings, {got}",
+                f"write one '- item' line each under {key}:, e.g. - {field.example}")
     if field.kind == "bool" and not isinstance(value, bool):
         return f"must be true or false, {got}", f"e.g. {key}: {field.example}"
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -133,11 +134,13 @@ def problems(doc: YamlFile, fields: dict, value, where: tuple = ()) -> list[tupl
             found.append((doc.line(where + (str(key),)), f"'{key}' is not a field of {label}", fix))
     for key, field in fields.items():
         at = where + (key,)
-        if value.get(key) is None:  # an empty `key:` line reads as absent
+        given = value.get(key)
+        if given is None or (field.required and given in ("", [])):  # an empty `key:` line reads as absent
             if field.required:
-                found.append((doc.line(at), f"missing field '{name(at)}'", f"e.g. {key}: {field.example}"))
+                what = f"missing field '{name(at)}'" if given is None else f"field '{name(at)}' is empty"
+                found.append((doc.line(at), what, f"e.g. {key}: {field.example}"))
             continue
-        found += _field_problems(doc, field, value[key], at)
+        found += _field_problems(doc, field, given, at)
     return found
 
 

@@ -37,6 +37,7 @@ def test_every_problem_of_the_file_at_once_each_with_its_line(tmp_path):
     assert f"{path}:5: field 'probe_questions[1]' must be a non-empty string" in error
     assert f"{path}:6: 'catchphrase' is not a field of persona.yaml" in error and "'catchphrases'?" in error
     assert f"{path}:7: field 'name' is given twice (lines 1 and 7)" in error
+    assert f"{path}:2: field 'probe_questions' is empty" in _error(tmp_path, "name: 八戒\nprobe_questions: []\n")
 
 
 def test_the_course_persona_loads_and_docs_list_its_fields():

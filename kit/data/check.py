@@ -1,9 +1,9 @@
 """`kit data check`: validate a training file; every problem as FILE:LINE: reason.
 
 First each line on its own (UTF-8, JSON, roles, order, content, final reply, a reply to learn from,
-system prompt); then, if all lines pass, the whole file through what XTuner runs when training: Hugging Face `load_dataset
-("json")`, `openai_map_fn`, `template_map_fn` with the internlm2_chat template and, given a tokenizer,
-`encode_fn` — so a file that passes here trains.
+system prompt); then, if all lines pass, the whole file through what XTuner runs when training: Hugging
+Face `load_dataset("json")`, `openai_map_fn`, `template_map_fn` with the internlm2_chat template and,
+given a tokenizer, `encode_fn` — so a file that passes here trains. Repeated samples are only a warning.
 """
 
 import importlib.util
