@@ -24,11 +24,15 @@ from kit.data.clean import Deduper, Filters
 from kit.data.dialogue_json import parse_dialogue
 from kit.data.gen_cache import RequestCache
 from kit.data.gen_prompts import request_body, request_key
+from kit.data.outpath import check_output
 from kit.data.samples import chat, replies, write_jsonl
 from kit.errors import KitError
 from kit.persona import Persona
 
 RETRYABLE_STATUS = {408, 409, 429}
+# A server's Retry-After is honoured up to this many seconds: one asking for a day (86400) must not
+# hang the run; after the capped wait the call is retried, and counts against --retries as usual.
+MAX_RETRY_AFTER = 60.0
 # Group commit: one fsync per interval covers every call finished in it. An fsync per call (~8 ms)
 # held each call slot that long; now a kill loses nothing (each line is flushed to the OS at once)
 # and only a power cut or OS crash can lose the last SYNC_EVERY seconds of calls (sent again on re-run).
@@ -87,8 +91,20 @@ def _retry_after(error) -> float | None:
         return None
 
 
-async def call_api(client, body: dict, settings: Settings, tally: Tally) -> dict:
-    """One chat completion with backoff on 429/5xx/timeouts/broken bodies: {'content', 'usage'}."""
+def _backoff(retry_after: float | None, attempt: int, host: str, say) -> float:
+    """Seconds to wait before the next attempt: the server's Retry-After (capped), else exponential."""
+    if retry_after is None:
+        return min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1)
+    if retry_after > MAX_RETRY_AFTER:
+        say(f"{host} asked to wait {retry_after:g} s (Retry-After); waiting {MAX_RETRY_AFTER:g} s, "
+            "the most kit waits, then retrying")
+        return MAX_RETRY_AFTER
+    return retry_after
+
+
+async def call_api(client, body: dict, settings: Settings, tally: Tally, say) -> dict:
+    """One chat completion with backoff on 429/5xx/timeouts/broken bodies: {'content', 'usage'}.
+    `say` reports what the user should know while it waits (a capped Retry-After)."""
     import openai
 
     for attempt in range(settings.retries + 1):
@@ -120,7 +136,7 @@ async def call_api(client, body: dict, settings: Settings, tally: Tally) -> dict
             raise KitError(f"the API failed {settings.retries + 1} times in a row (last: {why})",
                            "check the server; re-run later: finished calls are cached")
         tally.retries += 1
-        await asyncio.sleep(delay if delay is not None else min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1))
+        await asyncio.sleep(_backoff(delay, attempt, urlparse(settings.base_url).hostname, say))
     raise AssertionError("unreachable")
 
 
@@ -205,7 +221,7 @@ class Generator:
                     entry = self.cache.get(key)
                 else:
                     self.tally.sent += 1
-                    result = await call_api(client, body, self.settings, self.tally)
+                    result = await call_api(client, body, self.settings, self.tally, self._say(progress))
                     entry = {"key": key, "index": index, "model": body["model"], **result}
                     self.cache.add(entry)  # safe from a crash from here on; fsynced by _sync_cache
                 self._take(index, entry)
@@ -216,6 +232,11 @@ class Generator:
             tokens, cost = self.spent()
             progress.update(task, completed=len(self.samples), sent=self.tally.sent,
                             cached=self.tally.cached, retries=self.tally.retries, tokens=tokens, cost=cost)
+
+    @staticmethod
+    def _say(progress):
+        """Print above the progress bar, plain text (a host or URL is no markup)."""
+        return lambda text: progress.console.print(text, style="yellow", markup=False)
 
     async def _sync_cache(self) -> None:
         while True:
@@ -253,32 +274,53 @@ class Generator:
         return self.samples
 
 
+def _report(gen: Generator, samples: list[dict], out: Path, console: Console) -> None:
+    tokens, cost = gen.spent()
+    where = out if samples else "nothing written"
+    console.print(f"[green]{len(samples)}[/]/{gen.settings.n} dialogues → {where}; {gen.tally.sent} calls sent, "
+                  f"{gen.tally.cached} from cache, {gen.tally.retries} retries; {tokens} tokens, cost "
+                  f"{cost:.4f}; rejected: {gen.tally.rejected or 'none'}")
+
+
 def generate(persona: Persona, settings: Settings, out: Path, cache_path: Path | None = None,
              console: Console | None = None) -> int:
-    """Generate up to settings.n dialogues into `out`; returns how many were written."""
+    """Generate up to settings.n dialogues into `out`; returns how many were written.
+
+    `out` is written (atomically) once the run has a usable dialogue, also when an error stopped it: it
+    holds every dialogue finished so far, and the error is raised after. The cache keeps every finished
+    call, so the next run rebuilds `out` from it. With none, `out` is left as it was and the run fails."""
     console = console or Console(stderr=True)
+    cache_path = Path(cache_path or out.with_name(out.name + ".cache.jsonl"))
+    # Before any paid call: an output over the cache would make the next run pay for every call again.
+    check_output(out, "-o", {"persona file": persona.path, "cache": cache_path}, "dialogues.jsonl")
+    check_output(cache_path, "--cache", {"persona file": persona.path}, "dialogues.cache.jsonl")
     key = api_key(settings.api_key_env, settings.base_url)
-    cache = RequestCache(cache_path or out.with_name(out.name + ".cache.jsonl"))
+    cache = RequestCache(cache_path)
     if cache.entries:
         console.print(f"resuming: {len(cache.entries)} finished calls in {cache.path}"
                       + (f" ({cache.torn} torn line dropped)" if cache.torn else ""))
     gen = Generator(persona, settings, cache)
+    stopped: KitError | None = None
     try:
         asyncio.run(gen.run(console, key))
     except KeyboardInterrupt:
-        raise KitError(f"interrupted: {len(cache.entries)} finished calls are safe in {cache.path}",
-                       "run the same command again to continue where it stopped") from None
+        stopped = KitError("interrupted", "run the same command again to continue where it stopped")
+    except KitError as e:
+        stopped = e
     finally:
         cache.close()
-        # Whatever happened, the output reflects every finished call (if this run got to any).
-        samples = gen.collect()
-        if gen.issued:
-            write_jsonl(out, samples)
-    tokens, cost = gen.spent()
-    console.print(f"[green]{len(samples)}[/]/{settings.n} dialogues → {out}; {gen.tally.sent} calls sent, "
-                  f"{gen.tally.cached} from cache, {gen.tally.retries} retries; {tokens} tokens, cost "
-                  f"{cost:.4f}; rejected: {gen.tally.rejected or 'none'}")
+    samples = gen.collect()
+    if samples:
+        write_jsonl(out, samples)
+    _report(gen, samples, out, console)
+    kept = "" if samples else f"; {out} left as it was"
+    if stopped is not None:
+        raise KitError(f"{stopped.message}: {len(cache.entries)} finished calls are safe in "
+                       f"{cache.path}{kept}", stopped.fix)
     budget = gen.over_budget()
+    if not samples:
+        raise KitError(f"no usable dialogue ({budget or 'every answer was rejected'}){kept}",
+                       "see `rejected:` above; raise the cap or --max-requests, or check --model")
     if len(samples) < settings.n:
         console.print(f"[yellow]fewer dialogues than asked: {budget or 'too many answers rejected'}; "
                       "re-run (with a higher cap or --max-requests) to continue[/]")

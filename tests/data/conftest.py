@@ -29,6 +29,7 @@ class ServerLog:
     api_key: str
     latency: tuple[float, float] = (0.15, 0.35)
     stall: float = 3.0  # seconds: longer than the client timeout the tests use
+    retry_after: str = "0.1"  # the 429's Retry-After header
     attempts: Counter = field(default_factory=Counter)  # key -> requests received
     nth: dict = field(default_factory=dict)  # key -> order of its first arrival
     finished: Counter = field(default_factory=Counter)  # key -> well-formed 200 answers sent
@@ -83,7 +84,7 @@ def make_app(log: ServerLog) -> FastAPI:
             log.faults[fault] += 1
         if fault == "429":
             return JSONResponse({"error": {"message": "slow down"}}, status_code=429,
-                                headers={"retry-after": "0.1"})
+                                headers={"retry-after": log.retry_after})
         if fault == "500":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
         if fault == "broken body":

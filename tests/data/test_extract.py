@@ -149,14 +149,16 @@ def test_extract_refuses_to_write_over_its_source_or_onto_a_folder(tmp_path):
     persona.write_text("name: 猪八戒\naliases: [八戒, 呆子, 悟能]\nsystem_prompt: 你是猪八戒。\n"
                        "probe_questions: [你是谁？]\n", encoding="utf-8")
     base = ["data", "extract", str(src), "--character", "bajie", "--persona", str(persona)]
-    for out in (src, tmp_path / "link.txt", tmp_path / "." / "chapter.txt", persona):
-        result = run_kit(*base, "-o", str(out))
+    wide = {"COLUMNS": "400"}  # no message is wrapped
+    (tmp_path / "sub").mkdir()
+    for out in (src, tmp_path / "link.txt", tmp_path / "sub" / ".." / "chapter.txt", persona):
+        result = run_kit(*base, "-o", str(out), env=wide)
         assert result.returncode == 2, result.stderr
         assert f"-o {out} is the" in result.stderr and "writing it would destroy it" in result.stderr
     assert src.read_text(encoding="utf-8") == NOVEL
     assert persona.read_text(encoding="utf-8").startswith("name: 猪八戒")
 
-    result = run_kit(*base, "-o", str(tmp_path))
+    result = run_kit(*base, "-o", str(tmp_path), env=wide)
     assert result.returncode == 2, result.stderr
     assert f"-o {tmp_path}: is a folder" in result.stderr
     assert f"fix: name a file, e.g. -o {tmp_path / 'lines.jsonl'}" in result.stderr

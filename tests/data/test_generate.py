@@ -4,16 +4,21 @@ The server answers with latency, 429s, 500s, broken bodies, stalls past the time
 near-duplicate dialogues; the generator is SIGKILLed mid-run and run again.
 """
 
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from kit_testing import ROOT, run_kit
+from rich.console import Console
 
+from kit.data import generate as generate_module
 from kit.data.check import line_problems
 from kit.data.dialogue_json import parse_dialogue
 from kit.persona import persona_for
@@ -109,3 +114,62 @@ def test_parse_dialogue_accepts_the_usual_shapes_and_rejects_the_rest():
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+def test_output_may_not_be_the_cache_the_persona_or_a_folder(openai_server, tmp_path):
+    base_url, log = openai_server
+    cache = tmp_path / "calls.jsonl"
+    cache.write_text('{"key": "k", "index": 0, "content": "paid for"}\n', encoding="utf-8")
+    persona = tmp_path / "persona.yaml"
+    shutil.copy(ROOT / "datasets/bajie/persona.yaml", persona)
+    env = {"OPENAI_API_KEY": log.api_key, "COLUMNS": "400"}  # wide: no message is wrapped
+    for out, extra, what in ((cache, ["--cache", str(cache)], "cache"), (persona, [], "persona file")):
+        args = _args(base_url, out, *extra)
+        args[args.index("--persona") + 1] = str(persona)
+        result = run_kit(*args, env=env)
+        assert result.returncode == 2, result.stderr
+        assert f"-o {out} is the {what}" in result.stderr
+    result = run_kit(*_args(base_url, tmp_path), env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"-o {tmp_path}: is a folder" in result.stderr
+    assert cache.read_text(encoding="utf-8") == '{"key": "k", "index": 0, "content": "paid for"}\n'
+    assert persona.read_bytes() == (ROOT / "datasets/bajie/persona.yaml").read_bytes()
+    assert log.order == [], "calls were paid for before the run was refused"
+
+
+def test_a_failed_run_never_empties_the_output(openai_server, tmp_path):
+    base_url, log = openai_server
+    out, fresh = tmp_path / "kept.jsonl", tmp_path / "fresh.jsonl"
+    out.write_text("the last good run\n", encoding="utf-8")
+    wide = {"COLUMNS": "400"}  # no message is wrapped
+    for path in (out, fresh):  # a key the server refuses: nothing finishes
+        result = run_kit(*_args(base_url, path), env={"OPENAI_API_KEY": "sk-wrong", **wide})
+        assert result.returncode == 2, result.stderr
+        assert "refused the key (401)" in result.stderr and "left as it was" in result.stderr
+    assert out.read_text(encoding="utf-8") == "the last good run\n"
+    assert not fresh.exists()
+
+    # One dialogue finishes, then a 429 with no retries left stops the run: that one is written.
+    result = run_kit(*_args(base_url, out, "--concurrency", "1", "--retries", "0"),
+                     env={"OPENAI_API_KEY": log.api_key, **wide})
+    assert result.returncode == 2, result.stderr
+    assert "the API failed 1 times in a row (last: HTTP 429)" in result.stderr
+    assert f"1/{N} dialogues → {out}" in result.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_a_day_long_retry_after_is_capped_and_said(openai_server, tmp_path, monkeypatch):
+    base_url, log = openai_server
+    log.retry_after, log.latency = "86400", (0.0, 0.01)
+    monkeypatch.setattr(generate_module, "MAX_RETRY_AFTER", 0.5)  # the cap itself: 60 s
+    monkeypatch.setenv("OPENAI_API_KEY", log.api_key)
+    console = Console(file=io.StringIO(), width=300)
+    settings = generate_module.Settings(model="test-model", base_url=base_url, n=4, timeout=1)
+    written = []
+    run = threading.Thread(target=lambda: written.append(generate_module.generate(
+        persona_for("bajie"), settings, tmp_path / "d.jsonl", console=console)), daemon=True)
+    run.start()
+    run.join(60)
+    assert written, "the run waited out the server's Retry-After"
+    assert log.faults["429"] >= 1
+    assert "127.0.0.1 asked to wait 86400 s (Retry-After); waiting 0.5 s" in console.file.getvalue()
