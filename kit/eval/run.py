@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kit.errors import KitError
 from kit.eval import identity
-from kit.eval.backends import is_url, open_model
+from kit.eval.backends import Endpoint, is_url, open_model
 from kit.eval.charts import write_charts
 from kit.eval.checkpoints import as_model_folder, find_checkpoints
 from kit.eval.judge import Judge, JudgeConfig, rubric
@@ -37,6 +37,8 @@ def evaluate_models(base: Path | str, tuned: Path | str | None, character: str, 
                        "pass --base PATH (the model the run trained on)")
     if tuned is None and not found:
         raise KitError("nothing to compare with the base model", "pass --tuned PATH|URL or --checkpoints RUN_DIR")
+    for url in {str(s) for s in (base, tuned) if s is not None and is_url(s)}:
+        Endpoint(url, api_key_env)  # a dead or locked server stops the run now, not after hours of work
     grader = Judge(judge, persona) if judge else None
     units = work_units(persona, samples, general, settings, grader is not None)
     out_dir = Path(out_dir)

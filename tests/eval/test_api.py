@@ -140,6 +140,16 @@ def test_nothing_listening_is_one_clear_paragraph(serve, tmp_path):
     assert "--judge-url" in e.value.fix
 
 
+def test_every_server_is_reached_before_any_work(serve, tmp_path):
+    from kit.eval.run import evaluate_models
+
+    live, dead = serve(in_character), serve(in_character)
+    dead.close()
+    with pytest.raises(KitError, match=f"no OpenAI-compatible server answers at {dead.url}"):
+        evaluate_models(live.url, dead.url, "bajie", eval_file(tmp_path), tmp_path / "out")
+    assert live.requests == []  # not one generation spent on the base
+
+
 CUT = b'{"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assi'
 PAGE = b"<html><body>" + b"Bad gateway " * 40 + b"</body></html>"
 
