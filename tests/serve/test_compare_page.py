@@ -1,7 +1,10 @@
 """The compare page in headless Debian Chromium: a prompt fills both columns, a blind vote lands in
-SQLite, a dead server shows as an error in the page."""
+SQLite, a dead server shows as an error in the page, a blind turn names no model before its vote, a
+broken vote file leaves the page chatting."""
 
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from kit_testing import ROOT
-from serve_testing import free_port, running_server, wait_http
+from serve_testing import build_always_stop_model, free_port, running_server, wait_http
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.timeout(300),
@@ -22,11 +25,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 @contextmanager
-def page_server(endpoints: dict[str, str], paths: dict[str, Path], votes: Path):
+def page_server(endpoints: dict[str, str], paths: dict[str, Path], votes: Path | None):
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "serve" / "compare_app.py"),
            "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--", "--votes", str(votes)]
+           "--browser.gatherUsageStats", "false", "--"] + (["--votes", str(votes)] if votes else [])
     for name, url in endpoints.items():
         cmd += ["--endpoint", f"{name}={url}"]
     for name, path in paths.items():
@@ -138,3 +141,55 @@ def test_dead_server_is_an_error_in_the_page(tiny_model, tmp_path):
         ask(page, "hi")
         page.get_by_text("cannot reach the 'tuned' server").wait_for(timeout=120_000)
         assert "Traceback" not in page.content()
+
+
+def test_blind_turn_names_no_model_until_the_vote(tiny_model, tmp_path):
+    """One side answers nothing, the other's server is down: both are done, so the vote buttons show
+    ("both bad" is the honest vote), and neither the errors nor the export tell which side is which
+    until the vote. The vote lands beside the tuned model's folder, naming character and models."""
+    run = tmp_path / "run"
+    silent = build_always_stop_model(tiny_model, run / "base")
+    merged = shutil.copytree(tiny_model, run / "merged")
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with running_server({"base": silent}) as api, \
+            page_server({"base": f"{api}/v1", "tuned": dead}, {"base": silent, "tuned": merged}, None) as url, \
+            browser(tmp_path) as page:
+        page.goto(url)
+        page.get_by_text("Blind A/B mode").click()
+        ask(page, "你是谁？")
+        page.get_by_role("button", name="Both bad").wait_for(timeout=120_000)
+        answers = " ".join(page.locator('[data-testid="stChatMessage"]').all_inner_texts())
+        assert "cannot reach the side" in answers
+        assert "tuned" not in answers and "base" not in answers and dead not in answers, answers
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Export JSON").click()
+        turn = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))["turns"][0]
+        assert set(turn["answers"]) == {"A", "B"} and "tuned" not in json.dumps(turn), turn
+        page.get_by_role("button", name="Both bad").click()
+        page.get_by_text("A = ").first.wait_for(timeout=30_000)  # revealed once voted
+        page.get_by_text("1 votes").wait_for(timeout=30_000)
+    rows = sqlite3.connect(run / "compare_votes.sqlite").execute(
+        "SELECT winner, character, tuned_source FROM votes").fetchall()
+    assert rows == [("both_bad", "bajie", str(merged))]
+
+
+def test_corrupt_vote_file_keeps_the_page_chatting_and_the_vote(tiny_model, tmp_path):
+    silent = build_always_stop_model(tiny_model, tmp_path / "silent")
+    votes = tmp_path / "compare_votes.sqlite"
+    votes.write_bytes(b"this is not SQLite " * 200)
+    with running_server({"base": silent, "tuned": silent}) as api, \
+            page_server({"base": f"{api}/v1", "tuned": f"{api}/v1"}, {}, votes) as url, \
+            browser(tmp_path) as page:
+        page.goto(url)
+        warning = page.get_by_text("Votes are not being saved")
+        warning.wait_for(timeout=60_000)
+        assert str(votes) in warning.inner_text() and "move it aside" in warning.inner_text()
+        page.get_by_text("Blind A/B mode").click()
+        ask(page, "你是谁？")
+        page.get_by_role("button", name="Tie").click(timeout=120_000)
+        page.get_by_text("1 vote(s) wait in this page").wait_for(timeout=30_000)
+        votes.rename(tmp_path / "compare_votes.sqlite.broken")  # the fix the warning names
+        page.get_by_role("button", name="Retry saving votes").click()
+        page.get_by_text("1 votes").wait_for(timeout=30_000)
+        assert "Traceback" not in page.content()
+    assert sqlite3.connect(votes).execute("SELECT winner FROM votes").fetchall() == [("tie",)]
