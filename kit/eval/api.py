@@ -92,7 +92,7 @@ class Server:
         try:
             with self.errors():
                 return [m.id for m in self.client.models.list().data]
-        except (openai.APIStatusError, AttributeError, TypeError):
+        except (openai.APIStatusError, ValueError, AttributeError, TypeError):
             return []  # not every server lists its models
 
     def chat(self, **body) -> str:

@@ -100,6 +100,6 @@ class Judge:
             reasons.append(f"{len(broken)} of {len(scores)} judge answers were no chat completion, twice "
                            f"each; the first: {broken[0]}")
         if len(ok) + len(broken) < len(scores):
-            reasons.append(f"{len(scores) - len(ok) - len(broken)} answers held no 1-5 score")
+            reasons.append(f"{len(scores) - len(ok) - len(broken)} of {len(scores)} answers held no 1-5 score")
         mean = sum(ok) / len(ok) if ok else None
         return JudgeResult(mean, len(ok), len(scores) - len(ok), "; ".join(reasons) or None)

@@ -180,3 +180,17 @@ def test_a_model_that_answers_no_chat_completion(serve):
     with pytest.raises(KitError, match=f"{broken.url} answered no chat completion: '<html><body>Bad gateway") as e:
         Endpoint(broken.url).generate([{"role": "user", "content": "你是谁？"}], 8)
     assert len(str(e.value)) < 400 and "/v1" in e.value.fix
+
+
+def test_a_broken_judge_answer_is_a_note_in_the_summary_and_the_report(serve, tmp_path):
+    def judge(messages, max_tokens):
+        question, reply = messages[-1]["content"].split("\n\nREPLY:\n")
+        return PAGE if BAJIE.probe_questions[0] in question and BAJIE.name in reply else '{"score": 4}'
+
+    base, tuned, grader = serve(lambda m, n: "我是一个人工智能助手。"), serve(in_character), serve(judge)
+    result = kit_eval(base.url, tuned.url, tmp_path, "--judge-url", grader.url, "--judge-model", "fake")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    note = f"1 of {len(BAJIE.probe_questions) + 1} judge answers were no chat completion, twice each; the first: " \
+           f"{grader.url} answered no chat completion: '<html><body>Bad gateway"
+    assert f"note: LLM judge (1-5) (tuned): {note}" in " ".join(result.stdout.split())
+    assert f"- LLM judge (1-5) (tuned, 4.000): {note}" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
