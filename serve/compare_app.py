@@ -109,10 +109,10 @@ if not endpoints:
     st.error("No model endpoints were given: start the page through `kit serve`.")
     st.stop()
 if vote_problem:
-    unsaved = len(state.unsaved_votes)
-    st.warning(f"Votes are not being saved: {vote_problem}\n\nChatting works as usual. "
-               + (f"{unsaved} vote(s) wait in this page and are saved at your next action once fixed."
-                  if unsaved else "Votes you cast wait in this page until the file is fixed."))
+    waiting = (f"{len(state.unsaved_votes)} vote(s) wait in this page and are saved at your next action once "
+               "fixed." if state.unsaved_votes else "votes you cast wait in this page until it is fixed.")
+    st.warning(f"Votes are not being saved: {vote_problem.message}\n\nFix: {vote_problem.fix}. "
+               f"Chatting works as usual; {waiting}")
     st.button("Retry saving votes")  # any click reruns the page, which retries
 
 

@@ -138,7 +138,8 @@ def vote_row(turn: dict, winner: str, settings: dict) -> dict:
     left, right = turn["order"]
     return {"ts": time.time(), "prompt": turn["prompt"], "left_model": left, "right_model": right,
             "winner": winner, "left_answer": turn["answers"].get(left, ""),
-            "right_answer": turn["answers"].get(right, ""), "settings": json.dumps(settings, ensure_ascii=False)}
+            "right_answer": turn["answers"].get(right, ""),
+            "settings": json.dumps(settings, ensure_ascii=False)}
 
 
 class VoteStoreError(KitError):
@@ -197,7 +198,8 @@ class VoteStore:
 
     def record(self, vote: dict) -> None:
         row = {**vote, "character": self.character, "left_source": self.sources.get(vote["left_model"]),
-               "right_source": self.sources.get(vote["right_model"]), "tuned_source": self.sources.get("tuned")}
+               "right_source": self.sources.get(vote["right_model"]),
+               "tuned_source": self.sources.get("tuned")}
         self._run(lambda db: db.execute(
             f"INSERT INTO votes ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())))
 
@@ -210,6 +212,8 @@ class VoteStore:
 
     def tally(self) -> dict[str, int]:
         """This character's votes between these two models, by winner (a model name, tie, both_bad)."""
+        if len(self.sources) != 2:  # one model alone (kit serve --tuned only) takes no A/B votes
+            return {}
         ids = list(self.sources.values())
         rows = self._run(lambda db: db.execute(
             "SELECT CASE winner WHEN left_model THEN left_source WHEN right_model THEN right_source "
@@ -229,7 +233,8 @@ def win_rate(tally: dict[str, int], model: str) -> float | None:
 
 
 def export_json(turns: list[dict], settings: dict) -> str:
-    return json.dumps({"settings": settings, "turns": [shown(t) for t in turns]}, ensure_ascii=False, indent=2)
+    turns = [shown(t) for t in turns]
+    return json.dumps({"settings": settings, "turns": turns}, ensure_ascii=False, indent=2)
 
 
 def export_markdown(turns: list[dict], settings: dict) -> str:

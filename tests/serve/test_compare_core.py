@@ -139,6 +139,7 @@ def test_a_page_counts_only_its_character_and_models(tmp_path):
     assert lab6.tally() == {"tuned": 2, "base": 1}
     assert lab7.tally() == {"both_bad": 1}
     assert retrained.tally() == {}
+    assert core.VoteStore(path, "bajie", {"tuned": "/w/lab/merged"}).tally() == {}  # one model: no A/B
 
 
 def test_an_old_vote_file_is_migrated_in_place_without_losing_rows(tmp_path):

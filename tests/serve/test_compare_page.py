@@ -181,7 +181,7 @@ def test_corrupt_vote_file_keeps_the_page_chatting_and_the_vote(tiny_model, tmp_
             page_server({"base": f"{api}/v1", "tuned": f"{api}/v1"}, {}, votes) as url, \
             browser(tmp_path) as page:
         page.goto(url)
-        warning = page.get_by_text("Votes are not being saved")
+        warning = page.locator('[data-testid="stAlert"]').filter(has_text="Votes are not being saved")
         warning.wait_for(timeout=60_000)
         assert str(votes) in warning.inner_text() and "move it aside" in warning.inner_text()
         page.get_by_text("Blind A/B mode").click()
