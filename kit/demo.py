@@ -30,7 +30,9 @@ def run_demo(workdir: Path) -> None:
          lambda: build_tiny_model(base, character=CHARACTER)),
         ("data: datasets/bajie -> train/eval JSONL", lambda: build_character(CHARACTER, data)),
         ("train: recipes/bajie.py, CPU LoRA variant, via XTuner", lambda: train_demo(base, data, work)),
-        ("merge: checkpoint -> adapter -> merged, verified", lambda: merge_run(work, base, adapter, merged)),
+        # force: DIR is the demo's own, and a demo folder from an older kit has no adapter record yet.
+        ("merge: checkpoint -> adapter -> merged, verified",
+         lambda: merge_run(work, base, adapter, merged, force=True)),
         ("eval: persona metrics, base vs tuned",
          lambda: evaluate_models(base, merged, CHARACTER, data / "eval.jsonl", eval_dir)),
     ]
