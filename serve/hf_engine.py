@@ -108,16 +108,17 @@ class HFChatModel:
         tokenizer, stops = self.tokenizer, tuple(s for s in params.stop if s)
         new: list[int] = []
         state = {"sent": 0, "text": "", "stopped": False}
+        left = threading.Event()  # the consumer stopped reading (closed, failed): generating is waste
 
         class Collect(StoppingCriteria):
-            # Called once per generated token: collect it, stop on a stop string or a cancel.
+            # Called once per generated token: collect it, stop on a stop string, a cancel or a leave.
             def __call__(self, input_ids, scores, **kwargs):
                 token = int(input_ids[0, -1])
                 if token not in stop_ids:
                     new.append(token)
                 state["text"] = tokenizer.decode(new, skip_special_tokens=True)
                 state["stopped"] = any(s in state["text"] for s in stops)
-                return state["stopped"] or bool(cancelled and cancelled.is_set())
+                return state["stopped"] or left.is_set() or bool(cancelled and cancelled.is_set())
 
         stop_ids = self.stop_ids
         sample = params.temperature > 0
@@ -131,22 +132,26 @@ class HFChatModel:
         result: dict = {}
 
         def run():
-            with self._slots, torch.inference_mode():
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                try:
+            # Everything inside the try: a worker that fails without setting `done` hangs its consumer.
+            try:
+                with self._slots, torch.inference_mode():
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
                     inputs = torch.tensor([ids])
                     result["out"] = self.model.generate(inputs, attention_mask=torch.ones_like(inputs),
                                                         **kwargs)
-                except BaseException as e:  # handed to the consumer thread
-                    result["error"] = e
-                finally:
-                    done.set()
+            except BaseException as e:  # handed to the consumer thread
+                result["error"] = e
+            finally:
+                done.set()
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        while not done.wait(0.02):
-            yield from self._pending(state, stops, final=False)
+        try:
+            while not done.wait(0.02):
+                yield from self._pending(state, stops, final=False)
+        finally:
+            left.set()
         worker.join()
         if "error" in result:
             raise result["error"]

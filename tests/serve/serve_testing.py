@@ -47,9 +47,10 @@ def running_server(models: dict[str, Path], api_key: str | None = None, system_p
         thread.join(timeout=30)
 
 
-def build_always_stop_model(src: Path, out: Path) -> Path:
-    """A copy of `src` whose every next token is <|im_end|> (id 4): a constant residual stream
-    (equal embeddings, zeroed attention and MLP outputs) and an output head that favours id 4."""
+def build_one_token_model(src: Path, out: Path, token: int) -> Path:
+    """A copy of `src` whose every next token is `token` (<|im_end|>, id 4: a model that always stops;
+    an ordinary one: a model that never stops): a constant residual stream (equal embeddings, zeroed
+    attention and MLP outputs) and an output head that favours `token`."""
     import shutil
 
     import torch
@@ -65,6 +66,10 @@ def build_always_stop_model(src: Path, out: Path) -> Path:
             layer.feed_forward.w2.weight.zero_()
         head = model.get_output_embeddings().weight
         head.zero_()
-        head[4] = 10.0
+        head[token] = 10.0
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def build_always_stop_model(src: Path, out: Path) -> Path:
+    return build_one_token_model(src, out, 4)

@@ -1,12 +1,14 @@
-"""The embedded server through the official `openai` client: plain, streamed, stop tokens, keys."""
+"""The embedded server through the official `openai` client: plain, streamed, stop tokens, keys, bad
+parameters as OpenAI errors, no thread left behind."""
 
 import asyncio
+import threading
 import time
 
 import httpx
 import openai
 import pytest
-from serve_testing import build_always_stop_model, running_server
+from serve_testing import build_always_stop_model, build_one_token_model, running_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -139,3 +141,111 @@ def test_completions_echo_logprobs_give_kit_evals_perplexity(server, tuned_model
     assert plain.choices[0].text == choice.text[len(prompt):] and plain.choices[0].logprobs is None
     with pytest.raises(openai.BadRequestError, match="stream"):
         c.completions.create(model="tuned", prompt=prompt, stream=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_model, tmp_path_factory):
+    """The tiny base and `chatter`, a model that never stops (always 哈): no demo needed."""
+    from transformers import AutoTokenizer
+
+    ha = AutoTokenizer.from_pretrained(tiny_model).encode("哈", add_special_tokens=False)[-1]
+    chatter = build_one_token_model(tiny_model, tmp_path_factory.mktemp("m") / "chatter", ha)
+    with running_server({"base": tiny_model, "chatter": chatter}) as url:
+        yield url
+
+
+HI = [{"role": "user", "content": "hi"}]
+LONG = dict(model="chatter", messages=HI, max_tokens=1800)  # about 10 s of generation on a free CPU
+
+
+@pytest.mark.parametrize("bad, param", [
+    ({"seed": 2**64}, "seed"), ({"seed": -1}, "seed"), ({"max_tokens": 0}, "max_tokens"),
+    ({"max_completion_tokens": -5}, "max_completion_tokens"), ({"temperature": 2.5}, "temperature"),
+    ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"n": 2}, "n"), ({"stop": 5}, "stop"),
+    ({"messages": []}, "messages"), ({"messages": [{"role": "user"}]}, "messages[0]"),
+    ({"messages": ["hi"]}, "messages[0]"),
+])
+def test_rejected_parameters_are_openai_400s_naming_the_field(tiny_server, bad, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        client(tiny_server).chat.completions.create(**{"model": "base", "messages": HI, "max_tokens": 2, **bad})
+    # What the user sees: the client's message names the field (not a bare "Error code: 422").
+    assert e.value.param == param and e.value.message.startswith(f"Error code: 400 - {param}: "), e.value.message
+
+
+def test_rejected_completion_parameters_name_the_field(tiny_server):
+    for bad, param in (({"seed": 2**70}, "seed"), ({"logprobs": 9}, "logprobs"), ({"max_tokens": -1}, "max_tokens")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client(tiny_server).completions.create(**{"model": "base", "prompt": "hi", **bad})
+        assert e.value.param == param, e.value.body
+
+
+def test_malformed_bodies_get_the_openai_error_shape(tiny_server):
+    url = f"{tiny_server}/v1/chat/completions"
+    broken = httpx.post(url, content=b'{"model": "base", "messages": [', timeout=10,
+                        headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"], broken.text
+    missing = httpx.post(url, json={"model": "base"}, timeout=10)
+    assert missing.status_code == 400
+    assert missing.json() == {"error": {"message": "messages: Field required", "type": "invalid_request_error",
+                                        "param": "messages", "code": 400}}
+    not_object = httpx.post(url, json=["hi"], timeout=10)
+    assert not_object.status_code == 400 and not_object.json()["error"]["message"].startswith("request body")
+
+
+def test_a_huge_seed_is_refused_and_leaks_no_thread(tiny_server):
+    """A seed past torch's 64 bits used to kill the generation thread before it said so: the request
+    hung and its reader thread spun forever."""
+    ask = {"model": "base", "messages": HI, "max_tokens": 2}
+    with httpx.Client(base_url=f"{tiny_server}/v1", timeout=10) as http:
+        assert http.post("/chat/completions", json={**ask, "seed": 2**64 - 1}).status_code == 200
+        before = threading.active_count()
+        for stream in (False, True) * 10:
+            r = http.post("/chat/completions", json={**ask, "seed": 2**64 + 7, "stream": stream})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "seed", r.text
+    assert threading.active_count() <= before
+
+
+def test_engine_hands_a_worker_failure_to_its_reader(tiny_model):
+    from kit.serve.hf_engine import HFChatModel, SamplingParams
+
+    model, failed = HFChatModel("base", tiny_model, ""), {}
+
+    def read():
+        try:
+            list(model.stream(HI, SamplingParams(max_tokens=2, seed=2**70)))
+        except ValueError as e:
+            failed["error"] = e
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    assert "Overflow" in str(failed.get("error")), "the reader hung: its worker died without a word"
+
+
+def settled(baseline: int, seconds: float) -> bool:
+    """Whether this process is back to `baseline` threads within `seconds` (generation threads ended)."""
+    deadline = time.monotonic() + seconds
+    while threading.active_count() > baseline:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_stream_the_client_leaves_stops_generating(tiny_server):
+    baseline = threading.active_count()
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", f"{tiny_server}/v1/chat/completions", json={**LONG, "stream": True}) as r:
+            lines = r.iter_lines()
+            assert [next(lines) for _ in range(6)][-2].startswith("data: ")
+            assert threading.active_count() > baseline  # the worker and its pump are running
+    assert settled(baseline, 4)
+
+
+def test_a_plain_request_the_client_leaves_stops_generating(tiny_server):
+    """Without streaming nothing is sent until the end, so the server watches for the disconnect."""
+    baseline = threading.active_count()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{tiny_server}/v1/chat/completions", json=LONG, timeout=httpx.Timeout(60, read=1.5))
+    assert threading.active_count() > baseline
+    assert settled(baseline, 4)
