@@ -159,11 +159,8 @@ class VoteStore:
         self.character = character
         self.sources = sources  # model name -> identity (model_identities)
 
-    def _db(self) -> sqlite3.Connection:
-        # A short lock wait: a vote that cannot be written stays queued in the page (save) instead of
-        # freezing it.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=0.5)
+    @staticmethod
+    def _ensure_schema(db: sqlite3.Connection) -> None:
         db.execute("""CREATE TABLE IF NOT EXISTS votes (
             id INTEGER PRIMARY KEY, ts REAL, prompt TEXT, left_model TEXT, right_model TEXT,
             winner TEXT, left_answer TEXT, right_answer TEXT, settings TEXT)""")
@@ -171,20 +168,24 @@ class VoteStore:
         for column in IDENTITY_COLUMNS:
             if column not in have:
                 db.execute(f"ALTER TABLE votes ADD COLUMN {column} TEXT")
-        return db
 
     def _run(self, work: Callable[[sqlite3.Connection], object]):
-        """One transaction; any SQLite or file failure becomes an error that names the file and the fix."""
-        db = None
+        """One transaction; any SQLite or file failure becomes an error that names the file and the fix.
+        The lock wait is short: a vote that cannot be written stays queued in the page instead of
+        freezing it."""
         try:
-            db = self._db()
-            with db:
-                return work(db)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=0.5)
         except (sqlite3.Error, OSError) as e:
             raise self._problem(e) from e
+        try:
+            with db:
+                self._ensure_schema(db)
+                return work(db)
+        except sqlite3.Error as e:
+            raise self._problem(e) from e
         finally:
-            if db is not None:
-                db.close()
+            db.close()
 
     def _problem(self, e: Exception) -> VoteStoreError:
         if "locked" in str(e) or "busy" in str(e):

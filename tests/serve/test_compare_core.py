@@ -164,3 +164,11 @@ def test_votes_live_beside_the_workdir(tmp_path, monkeypatch):
     assert core.default_votes_path({}) == tmp_path / "compare_votes.sqlite"
     assert core.model_identities([BASE, TUNED], {"tuned": "lab/merged"}) == \
         {"base": f"base@{BASE.url}", "tuned": str(tmp_path / "lab" / "merged")}
+
+
+def test_an_unopenable_vote_file_is_an_error_not_a_crash(tmp_path):
+    (tmp_path / "lab").write_text("a file where the folder should be")
+    store = core.VoteStore(tmp_path / "lab" / "compare_votes.sqlite", "bajie", SOURCES)
+    with pytest.raises(core.VoteStoreError) as e:
+        store.tally()
+    assert "cannot open" in e.value.message and "--votes" in e.value.fix
