@@ -88,7 +88,7 @@ def serve(
         console.print(f"[bold yellow]warning:[/] binding {host} exposes the models to the network"
                       + ("" if key else "; consider --api-key-env"))
     engine = resolve_engine(engine)
-    servers = plan_servers(models, engine, host, port, character, api_key_env, key, backend, kv, gpu_fraction)
+    servers = plan_servers(models, engine, host, port, character, api_key_env, backend, kv, gpu_fraction)
     for s in servers:
         require_free_port(host, urlparse(s.url).port, "--port")
     if not no_ui:
@@ -98,7 +98,7 @@ def serve(
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         for s in servers:
-            console.print(f"starting {s.label}: {s.display}")
+            console.print(f"starting {s.label}: {' '.join(s.cmd)}")
             proc = children.start(s.label, s.cmd)
             children.wait_ready(s.label, proc, f"{s.url}/models", headers, s.start_timeout)
         console.rule(f"kit serve ({engine})")
@@ -123,7 +123,9 @@ def serve(
 
 def page_command(servers, models: dict[str, Path], host: str, ui_port: int, character: str,
                  api_key_env: str | None, votes: Path | None) -> list[str]:
-    args = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.address", host,
+    from kit.serve import tether
+
+    args = ["run", str(PAGE), "--server.address", host,
             "--server.port", str(ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--", "--character", character] + (["--votes", str(votes.resolve())] if votes else [])
     for s in servers:
@@ -131,4 +133,4 @@ def page_command(servers, models: dict[str, Path], host: str, ui_port: int, char
             args += ["--endpoint", f"{name}={s.url}", "--model-path", f"{name}={models[name]}"]
     if api_key_env:
         args += ["--api-key-env", api_key_env]
-    return args
+    return tether.command(sys.executable, "streamlit", args)

@@ -9,6 +9,8 @@ import sys
 
 from kit.errors import KitError
 
+SHUTDOWN_GRACE = 3  # seconds; well inside the 10 s `kit serve` waits before SIGKILL
+
 
 def parse_model_specs(specs: list[str]) -> dict[str, str]:
     models = {}
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    uvicorn.run(create_app(models, key), host=args.host, port=args.port, log_level="warning")
+    # On SIGTERM (from `kit serve`, or the parent-death signal when it died) a request still generating
+    # gets SHUTDOWN_GRACE seconds, then is cancelled; generation threads are daemons and do not hold
+    # the exit.
+    uvicorn.run(create_app(models, key), host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Child processes of `kit serve`: each in its own process group, all stopped together on Ctrl-C.
 
 LMDeploy's engine and Streamlit spawn processes of their own; killing a child's whole group leaves no
-orphan holding a port or GPU memory.
+orphan holding a port or GPU memory. A `kit serve` killed outright cannot do that: its children are
+started through serve/tether.py, which has Linux stop them when their parent dies.
 """
 
 import os
@@ -14,6 +15,7 @@ import httpx
 from rich.console import Console
 
 from kit.errors import KitError
+from kit.serve import tether
 
 
 def free_port() -> int:
@@ -40,7 +42,9 @@ class Children:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, start_new_session=True)
+        # Call from the main thread: the parent-death signal follows the thread that forked the child.
+        env = {**os.environ, **(env or {}), tether.PARENT_ENV: str(os.getpid())}
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         self.procs.append((name, proc))
         return proc
 

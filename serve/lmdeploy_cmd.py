@@ -13,6 +13,7 @@ from pathlib import Path
 from kit import atomic
 from kit.errors import KitError
 from kit.persona import Persona
+from kit.serve import tether
 
 KV_POLICY = {"int8": 8, "int4": 4}  # LMDeploy's --quant-policy values for KV-cache quantization
 RESERVE_MIB = 1536  # per server: CUDA context, activations, sampling buffers
@@ -91,28 +92,21 @@ class ApiServer:
 
 
 def api_server_command(python: Path, server: ApiServer, chat_template: Path, host: str = "127.0.0.1",
-                       api_key: str | None = None) -> list[str]:
-    cmd = [str(python), "-m", "lmdeploy", "serve", "api_server", str(server.model),
-           "--backend", server.backend, "--model-name", server.name, "--chat-template", str(chat_template),
-           "--cache-max-entry-count", str(server.cache_fraction), "--server-name", host,
-           "--server-port", str(server.port), "--trust-remote-code", "--log-level", "WARNING"]
+                       api_key_env: str | None = None) -> list[str]:
+    """`lmdeploy serve api_server`, tethered to `kit serve`; the API key goes from $api_key_env to
+    LMDeploy's `--api-keys` inside the child, never onto a command line that `ps` shows."""
+    args = ["serve", "api_server", str(server.model),
+            "--backend", server.backend, "--model-name", server.name, "--chat-template", str(chat_template),
+            "--cache-max-entry-count", str(server.cache_fraction), "--server-name", host,
+            "--server-port", str(server.port), "--trust-remote-code", "--log-level", "WARNING"]
     if server.kv:
-        cmd += ["--quant-policy", str(KV_POLICY[server.kv])]
+        args += ["--quant-policy", str(KV_POLICY[server.kv])]
     if is_awq(server.model):
-        cmd += ["--model-format", "awq"]
+        args += ["--model-format", "awq"]
     if server.session_len:
-        cmd += ["--session-len", str(server.session_len)]
-    if api_key:
-        cmd += ["--api-keys", api_key]
-    return cmd
-
-
-def redacted(cmd: list[str]) -> str:
-    """The command for printing: the API key (an argv of LMDeploy's) never reaches a log."""
-    out = list(cmd)
-    if "--api-keys" in out:
-        out[out.index("--api-keys") + 1] = "***"
-    return " ".join(out)
+        args += ["--session-len", str(server.session_len)]
+    # --api-keys takes every value after it (nargs="*"), so the tether appends it last.
+    return tether.command(python, "lmdeploy", args, {"--api-keys": api_key_env} if api_key_env else None)
 
 
 def pick_backend(python: Path, model: Path) -> str:

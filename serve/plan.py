@@ -9,15 +9,15 @@ from kit.errors import KitError
 from kit.paths import cache_dir
 from kit.persona import persona_for
 from kit.serve import lmdeploy_cmd as lm
+from kit.serve import tether
 
 
 @dataclass(frozen=True)
 class ServerPlan:
     label: str
     names: tuple[str, ...]  # model names this server answers to
-    cmd: list[str]
+    cmd: list[str]  # holds no secret: printed, and visible in `ps`
     url: str  # OpenAI base URL, ending in /v1
-    display: str  # the command as printed (no secrets)
     start_timeout: float
 
 
@@ -43,24 +43,23 @@ def resolve_engine(engine: str) -> str:
 
 
 def plan_servers(models: dict[str, Path], engine: str, host: str, port: int, character: str,
-                 api_key_env: str | None, api_key: str | None, backend: str = "auto", kv: str | None = None,
+                 api_key_env: str | None, backend: str = "auto", kv: str | None = None,
                  gpu_fraction: float = 1.0, free_mib: float | None = None,
                  python: Path | None = None) -> list[ServerPlan]:
     client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if engine == "transformers":
-        cmd = [sys.executable, "-m", "kit.serve.hf_server", "--host", host, "--port", str(port),
-               "--character", character]
+        args = ["--host", host, "--port", str(port), "--character", character]
         for name, path in models.items():
-            cmd += ["--model", f"{name}={path}"]
+            args += ["--model", f"{name}={path}"]
         if api_key_env:
-            cmd += ["--api-key-env", api_key_env]
-        return [ServerPlan("embedded server", tuple(models), cmd, f"http://{client_host}:{port}/v1",
-                           " ".join(cmd), 300)]
-    return _lmdeploy_plans(models, host, client_host, port, character, api_key, backend, kv, gpu_fraction,
+            args += ["--api-key-env", api_key_env]
+        cmd = tether.command(sys.executable, "kit.serve.hf_server", args)
+        return [ServerPlan("embedded server", tuple(models), cmd, f"http://{client_host}:{port}/v1", 300)]
+    return _lmdeploy_plans(models, host, client_host, port, character, api_key_env, backend, kv, gpu_fraction,
                            free_mib, python)
 
 
-def _lmdeploy_plans(models, host, client_host, port, character, api_key, backend, kv, gpu_fraction,
+def _lmdeploy_plans(models, host, client_host, port, character, api_key_env, backend, kv, gpu_fraction,
                     free_mib, python) -> list[ServerPlan]:
     from kit.lmdeploy_env import lmdeploy_python, require_lmdeploy_python
     from kit.serve.quantize import check_kv, recorded_kv
@@ -78,7 +77,7 @@ def _lmdeploy_plans(models, host, client_host, port, character, api_key, backend
         server = lm.ApiServer(name, path, port + i, fraction,
                               lm.pick_backend(python, path) if backend == "auto" else backend,
                               kv or recorded_kv(path))
-        cmd = lm.api_server_command(python, server, template, host, api_key)
+        cmd = lm.api_server_command(python, server, template, host, api_key_env)
         plans.append(ServerPlan(f"LMDeploy {server.backend} · {name}", (name,), cmd,
-                                f"http://{client_host}:{server.port}/v1", lm.redacted(cmd), 900))
+                                f"http://{client_host}:{server.port}/v1", 900))
     return plans

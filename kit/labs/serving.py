@@ -20,7 +20,7 @@ def ask_servers(models: dict[str, Path], character: str) -> str:
     from kit.serve.plan import plan_servers, resolve_engine
 
     engine = resolve_engine("auto")
-    servers = plan_servers(models, engine, "127.0.0.1", free_port(), character, None, None)
+    servers = plan_servers(models, engine, "127.0.0.1", free_port(), character, None)
     children = Children(Console(stderr=True))
     system = persona_for(character).system_prompt
     seen = []

@@ -1,5 +1,6 @@
 """`kit serve --engine transformers --no-ui` as a user runs it: prints its URL, answers the openai
-client for both models, and Ctrl-C stops it and its server child."""
+client for both models, and Ctrl-C stops it and its server child; killed outright (SIGKILL, the OOM
+killer), it still leaves no server behind; a server asked to stop mid-generation stops within seconds."""
 
 import os
 import re
@@ -7,24 +8,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from kit_testing import ROOT
-from serve_testing import free_port
+from serve_testing import build_one_token_model, free_port, wait_http
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_kit_serve_transformers_no_ui(tiny_model, tuned_model, tmp_path):
-    port = free_port()
+def start_kit_serve(*args: str) -> tuple[subprocess.Popen, str]:
+    """`kit serve ARGS`, once it says it is ready; (the process, what it printed)."""
     kit = Path(sys.executable).parent / "kit"
-    proc = subprocess.Popen([str(kit), "serve", "--engine", "transformers", "--base", str(tiny_model),
-                             "--tuned", str(tuned_model), "--no-ui", "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.Popen([str(kit), "serve", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
     out, deadline = "", time.monotonic() + 240
     try:
         while "Ctrl-C stops everything" not in out:
@@ -32,6 +33,29 @@ def test_kit_serve_transformers_no_ui(tiny_model, tuned_model, tmp_path):
             assert line or proc.poll() is None, out
             out += line
             assert time.monotonic() < deadline, out
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, out
+
+
+def server_pids(port: int) -> list[str]:
+    return subprocess.run(["pgrep", "-f", f"kit.serve.hf_server.*--port {port}"],
+                          capture_output=True, text=True).stdout.split()
+
+
+def alive(pid: str) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_kit_serve_transformers_no_ui(tiny_model, tuned_model, tmp_path):
+    port = free_port()
+    proc, out = start_kit_serve("--engine", "transformers", "--base", str(tiny_model), "--tuned", str(tuned_model),
+                                "--no-ui", "--port", str(port))
+    try:
         urls = set(re.findall(r"http://127\.0\.0\.1:\d+/v1", out))
         assert urls == {f"http://127.0.0.1:{port}/v1"}, out
         client = openai.OpenAI(base_url=urls.pop(), api_key="x", timeout=60, max_retries=0)
@@ -43,14 +67,76 @@ def test_kit_serve_transformers_no_ui(tiny_model, tuned_model, tmp_path):
             streamed = "".join(c.choices[0].delta.content or "" for c in
                                client.chat.completions.create(**ask, stream=True) if c.choices)
             assert streamed == plain.choices[0].message.content
-        children = subprocess.run(["pgrep", "-f", f"kit.serve.hf_server.*--port {port}"],
-                                  capture_output=True, text=True).stdout.split()
+        children = server_pids(port)
         assert children
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         time.sleep(0.5)
-        for pid in children:
-            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert not any(alive(pid) for pid in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_kit_serve_killed_outright_leaves_no_server(tiny_model):
+    """SIGKILL gives kit no chance to stop its children: Linux's parent-death signal must."""
+    from kit.serve.launch import require_free_port
+
+    port = free_port()
+    proc, out = start_kit_serve("--engine", "transformers", "--tuned", str(tiny_model), "--no-ui",
+                                "--port", str(port))
+    children = server_pids(port)
+    try:
+        assert children, out
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in children):
+            assert time.monotonic() < deadline, f"server {children} outlived kit serve"
+            time.sleep(0.2)
+        require_free_port("127.0.0.1", port, "--port")  # a KitError if the port is still held
+    finally:
+        for pid in filter(alive, children):  # the old behaviour: do not leave them running
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_tethered_child_whose_parent_is_already_gone_does_not_start():
+    """kit serve may die between starting a child and the child arming its parent-death signal."""
+    from kit.serve import tether
+
+    cmd = tether.command(sys.executable, "http.server", ["0"])
+    result = subprocess.run(cmd, env={**os.environ, tether.PARENT_ENV: "1"}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and "kit serve (pid 1) is gone" in result.stderr, result.stderr
+
+
+def test_embedded_server_stops_within_seconds_on_sigterm_while_generating(tiny_model, tmp_path):
+    """Two long generations, one queued behind the other: SIGTERM (kit serve's stop, or the parent-death
+    signal) ends the server in seconds, not when both are done."""
+    from transformers import AutoTokenizer
+
+    ha = AutoTokenizer.from_pretrained(tiny_model).encode("哈", add_special_tokens=False)[-1]
+    chatter = build_one_token_model(tiny_model, tmp_path / "chatter", ha)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kit.serve.hf_server", "--model", f"chatter={chatter}",
+                             "--port", str(port), "--max-parallel", "1"], cwd=ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
+        ask = {"model": "chatter", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1800}
+
+        def long_request():
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=ask, timeout=120)
+            except httpx.HTTPError:
+                pass  # the server went away: expected
+
+        for _ in range(2):
+            threading.Thread(target=long_request, daemon=True).start()
+        time.sleep(1.5)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert time.monotonic() - start < 8, f"stopped after {time.monotonic() - start:.1f}s"
     finally:
         if proc.poll() is None:
             proc.kill()

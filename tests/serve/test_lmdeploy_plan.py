@@ -1,6 +1,7 @@
 """LMDeploy command construction, KV-cache sizing and the AWQ driver, all on CPU (no lmdeploy here)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,12 @@ from kit_testing import run_kit
 from kit.errors import KitError
 from kit.persona import persona_for
 from kit.serve import lmdeploy_cmd as lm
+from kit.serve import tether
 from kit.serve.awq_driver import local_loader
 from kit.serve.plan import plan_servers
 from kit.serve.quantize import AwqSettings, DRIVER, driver_command
+
+TETHER = Path(tether.__file__).resolve()
 
 
 def test_chat_template_is_the_persona_chatml():
@@ -61,35 +65,64 @@ def test_api_server_command(tiny_model, tmp_path):
     (awq / "config.json").write_text(json.dumps(cfg))
     template = tmp_path / "t.json"
     server = lm.ApiServer("tuned", awq, 23334, 0.42, "pytorch", "int8")
-    cmd = lm.api_server_command(Path("/env/bin/python"), server, template, api_key="k3y")
-    assert cmd[:6] == ["/env/bin/python", "-m", "lmdeploy", "serve", "api_server", str(awq)]
-    flags = dict(zip(cmd[6::1], cmd[7::1]))
+    cmd = lm.api_server_command(Path("/env/bin/python"), server, template, api_key_env="MY_KEY")
+    # LMDeploy runs tethered to kit serve; the key reaches --api-keys from $MY_KEY inside the child.
+    assert cmd[:5] == ["/env/bin/python", str(TETHER), "--arg-from-env", "--api-keys", "MY_KEY"]
+    assert cmd[5:9] == ["lmdeploy", "serve", "api_server", str(awq)]
+    flags = dict(zip(cmd[9::1], cmd[10::1]))
     assert flags["--backend"] == "pytorch" and flags["--model-name"] == "tuned"
     assert flags["--chat-template"] == str(template) and flags["--cache-max-entry-count"] == "0.42"
     assert flags["--server-name"] == "127.0.0.1" and flags["--server-port"] == "23334"
     assert flags["--quant-policy"] == "8" and flags["--model-format"] == "awq"
-    assert "--trust-remote-code" in cmd
-    assert "k3y" in cmd and "k3y" not in lm.redacted(cmd)
+    assert "--trust-remote-code" in cmd and "--api-keys" not in cmd[5:]
     plain = lm.api_server_command(Path("p"), lm.ApiServer("base", tiny_model, 1, 0.5), template)
-    assert "--quant-policy" not in plain and "--model-format" not in plain and "--api-keys" not in plain
+    assert "--quant-policy" not in plain and "--model-format" not in plain and "--arg-from-env" not in plain
+
+
+def test_lmdeploy_gets_the_api_key_where_ps_cannot_show_it(tiny_model, tmp_path):
+    """`--api-keys KEY` on LMDeploy's command line is readable by every user of the host (`ps`): the
+    tether appends it inside the child, so the key is in LMDeploy's sys.argv but not in /proc/PID/cmdline."""
+    fake = tmp_path / "fake" / "lmdeploy"  # stands in for LMDeploy's CLI: records what it was given
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(
+        "import json, os, sys\n"
+        "cmdline = open('/proc/self/cmdline', 'rb').read().decode()\n"
+        "json.dump({'argv': sys.argv[1:], 'cmdline': cmdline}, open(os.environ['FAKE_OUT'], 'w'))\n")
+    key, out = "sk-do-not-show-7f3a", tmp_path / "seen.json"
+    cmd = lm.api_server_command(Path(sys.executable), lm.ApiServer("tuned", tiny_model, 23334, 0.5),
+                                tmp_path / "t.json", api_key_env="KIT_TEST_SERVE_KEY")
+    assert key not in " ".join(cmd)
+    env = {**os.environ, "PYTHONPATH": str(fake.parent), "KIT_TEST_SERVE_KEY": key, "FAKE_OUT": str(out)}
+    subprocess.run(cmd, env=env, check=True, timeout=60)
+    seen = json.loads(out.read_text())
+    assert seen["argv"][:3] == ["serve", "api_server", str(tiny_model)]
+    assert seen["argv"][-2:] == ["--api-keys", key] and seen["argv"].count("--api-keys") == 1
+    assert key not in seen["cmdline"] and "KIT_TEST_SERVE_KEY" in seen["cmdline"]
+    empty = subprocess.run(cmd, env={**env, "KIT_TEST_SERVE_KEY": ""}, capture_output=True, text=True, timeout=60)
+    assert empty.returncode != 0 and "$KIT_TEST_SERVE_KEY (for --api-keys) is empty" in empty.stderr
 
 
 def test_lmdeploy_plan_two_servers(tiny_model, tuned_model, tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("KIT_TEST_SERVE_KEY", "sk-secret-in-env")
     plans = plan_servers({"base": tiny_model, "tuned": tuned_model}, "lmdeploy", "127.0.0.1", 24000, "bajie",
-                         None, None, backend="pytorch", kv="int4", free_mib=20000, python=Path("/lm/python"))
+                         "KIT_TEST_SERVE_KEY", backend="pytorch", kv="int4", free_mib=20000,
+                         python=Path("/lm/python"))
     assert [p.url for p in plans] == ["http://127.0.0.1:24000/v1", "http://127.0.0.1:24001/v1"]
     assert [p.names for p in plans] == [("base",), ("tuned",)]
     template = Path(plans[0].cmd[plans[0].cmd.index("--chat-template") + 1])
     assert json.loads(template.read_text())["meta_instruction"] == persona_for("bajie").system_prompt
     assert all(p.cmd[p.cmd.index("--quant-policy") + 1] == "4" for p in plans)
+    assert all("sk-secret-in-env" not in " ".join(p.cmd) for p in plans)
 
 
 def test_transformers_plan_is_one_server_for_both(tiny_model, tuned_model):
     (plan,) = plan_servers({"base": tiny_model, "tuned": tuned_model}, "transformers", "0.0.0.0", 9000,
-                           "bajie", "MY_KEY", "secret")
+                           "bajie", "MY_KEY")
     assert plan.names == ("base", "tuned") and plan.url == "http://127.0.0.1:9000/v1"
-    assert "secret" not in plan.cmd and plan.cmd[plan.cmd.index("--api-key-env") + 1] == "MY_KEY"
+    assert plan.cmd[1:3] == [str(TETHER), "kit.serve.hf_server"]
+    assert plan.cmd[plan.cmd.index("--api-key-env") + 1] == "MY_KEY"
 
 
 def test_awq_driver_command_and_loader(tmp_path):
