@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kit import atomic
+from kit.artifacts import persona_record
 
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias")
 # What makes a folder kit's own: `kit merge` replaces a folder holding its record, and no other.
@@ -101,7 +102,7 @@ def write(m, out: Path, adapter_out: Path, merged_out: Path) -> None:
     atomic.write_text(out / "README.md", render(m, adapter_out, merged_out))
     record = {"base": str(m.base), "work_dir": str(m.work_dir.resolve()), "config": m.config.name,
               "checkpoint": m.checkpoint.name, "dtype": m.dtype, "device": m.device,
-              "character": m.persona.character, "adapter": str(adapter_out.resolve()),
+              **persona_record(m.persona), "adapter": str(adapter_out.resolve()),
               "lora": {k: m.lora.get(k) for k in LORA_FIELDS}, "checks": m.checks}
     atomic.write_text(out / MERGE_RECORD, json.dumps(record, ensure_ascii=False, indent=2))
 
@@ -111,7 +112,7 @@ def write_adapter_card(m, out: Path, adapter_out: Path, merged_out: Path) -> Non
     kit_adapter.json (the same as data)."""
     adapter, base = adapter_out.resolve(), m.base
     record = {"base": str(base), "work_dir": str(m.work_dir.resolve()), "config": m.config.name,
-              "checkpoint": m.checkpoint.name, "character": m.persona.character,
+              "checkpoint": m.checkpoint.name, **persona_record(m.persona),
               "merged": str(merged_out.resolve()), "lora": {k: m.lora.get(k) for k in LORA_FIELDS}}
     atomic.write_text(out / ADAPTER_RECORD, json.dumps(record, ensure_ascii=False, indent=2))
     atomic.write_text(out / "README.md", "\n".join([

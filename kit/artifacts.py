@@ -1,8 +1,8 @@
 """What a stage's output says about itself: the character, and the persona file, it was made with.
 
 Every stage writes a small JSON record beside what it made (the data card, kit_merge.json,
-kit_quant.json, the eval report), with `character` and `persona_digest`. A later stage reads the
-record instead of assuming 八戒: `kit serve`, `kit eval` and `kit quantize` take the character from
+kit_adapter.json, kit_quant.json, the eval report), with `character` and `persona_digest`. A later
+stage reads the record instead of assuming 八戒: `kit serve`, `kit eval` and `kit quantize` take the character from
 the model they are given, `--character` overrides it (with a warning when the two differ), and each
 says which persona it uses and where that came from.
 """
@@ -20,7 +20,7 @@ from kit.persona import Persona, persona_for
 COURSE_CHARACTER = "bajie"
 
 # The record each stage writes into its output folder, in the order a folder is searched.
-RECORDS = ("kit_merge.json", "kit_quant.json", "card.json", "report.json")
+RECORDS = ("kit_merge.json", "kit_adapter.json", "kit_quant.json", "card.json", "report.json")
 
 
 def persona_digest(persona: Persona) -> str:

@@ -51,4 +51,10 @@ def load_persona(path: Path | str) -> Persona:
 
 
 def persona_for(character: str) -> Persona:
-    return load_persona(character_dir(character) / "persona.yaml")
+    """datasets/CHARACTER/persona.yaml; the folder name is the character's id everywhere downstream."""
+    persona = load_persona(character_dir(character) / "persona.yaml")
+    if persona.character != character:  # e.g. a copy of 八戒's file that still says `character: bajie`
+        line = read_yaml(persona.path).line(("character",))
+        raise KitError(f"{persona.path}:{line}: character {persona.character!r}, but the folder is {character!r}",
+                       f"write `character: {character}` there (or delete the line): the folder names the character")
+    return persona

@@ -79,3 +79,11 @@ def test_a_broken_record_names_its_file(home):
     (home / "merged" / "kit_merge.json").write_text("{", encoding="utf-8")
     with pytest.raises(KitError, match="kit_merge.json: not a readable JSON record"):
         choose(None, home / "merged")
+
+
+def test_a_copied_persona_still_naming_another_character_is_refused(home):
+    """lab 7 starts from a copy of 八戒's persona.yaml: left as `character: bajie`, every record would say bajie."""
+    (home / "datasets" / "wukong" / "persona.yaml").write_text(
+        "character: bajie\nname: 孙悟空\nsystem_prompt: 你是孙悟空。\nprobe_questions: [你是谁？]\n", encoding="utf-8")
+    with pytest.raises(KitError, match=r"persona.yaml:1: character 'bajie', but the folder is 'wukong'"):
+        persona_for("wukong")

@@ -12,7 +12,8 @@ def evaluate(
     base: str = typer.Option(None, "--base", help="Base model: a local folder or an OpenAI-compatible URL "
                              "(http://HOST:PORT/v1, optionally #MODEL)."),
     tuned: str = typer.Option(None, "--tuned", help="Tuned model: a folder (merged) or a URL."),
-    character: str = typer.Option("bajie", "--character", help="Folder under datasets/ with persona.yaml."),
+    character: str = typer.Option(None, "--character", help="Folder under datasets/ with persona.yaml "
+                                  "[default: the one the tuned model records (kit_merge.json)]."),
     eval_file: Path = typer.Option(None, "--eval-file",
                                    help="Held-out `messages` JSONL [default: datasets/CHARACTER/built/eval.jsonl]."),
     out: Path = typer.Option(Path("eval"), "--out", help="Where report.json, report.md and the PNGs go."),
@@ -31,6 +32,7 @@ def evaluate(
 ):
     """Persona metrics for base vs tuned (perplexity, style, identity, general sanity, optional judge),
     with report.json, report.md and PNG charts."""
+    from kit.artifacts import choose_persona
     from kit.eval.judge import JudgeConfig
     from kit.eval.run import evaluate_models
     from kit.eval.score import EvalSettings
@@ -40,6 +42,7 @@ def evaluate(
         raise KitError("--base is required", "pass the base model folder or its served URL")
     if bool(judge_url) != bool(judge_model):
         raise KitError("--judge-url and --judge-model go together", "pass both, or neither to skip the judge")
+    character = choose_persona(character, [tuned, base, *(checkpoints or [])], Console(stderr=True)).character
     eval_file = eval_file or character_dir(character) / "built" / "eval.jsonl"
     report = evaluate_models(
         base, tuned, character, eval_file, out,

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kit.artifacts import persona_record
 from kit.errors import KitError
 from kit.eval import identity
 from kit.eval.backends import Endpoint, is_url, open_model
@@ -75,7 +76,7 @@ def evaluate_models(base: Path | str, tuned: Path | str | None, character: str, 
         tuned_score = score("tuned", [tuned, base], lambda: tuned) if tuned is not None else None
 
     meta = {
-        "kit_version": version("kit"), "character": character, "persona_name": persona.name,
+        "kit_version": version("kit"), **persona_record(persona), "persona_name": persona.name,
         "persona_file": str(persona.path), "eval_file": str(eval_file), "general_set": str(GENERAL_SET),
         "settings": {"decoding": "greedy", "seed": 0, **vars(settings)},
         "rubrics": {"style_markers": persona_markers(persona),

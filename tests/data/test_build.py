@@ -52,7 +52,8 @@ def test_build_counts_what_dedup_and_filters_remove(tmp_path, tiny_model, monkey
     home = tmp_path / "home"
     folder = home / "datasets" / "demo"
     (folder / "sources").mkdir(parents=True)
-    shutil.copy(ROOT / "datasets/bajie/persona.yaml", folder / "persona.yaml")
+    persona = (ROOT / "datasets/bajie/persona.yaml").read_text(encoding="utf-8")
+    (folder / "persona.yaml").write_text(persona.replace("character: bajie", "character: demo"), encoding="utf-8")
     pairs = [("你是谁", "俺老猪是天蓬元帅下凡。"), ("再说一遍", "俺老猪是天蓬元帅下凡！"),  # duplicate
              ("还是你", "俺老猪是天蓬元帅下凡了呀。"),  # near duplicate
              ("英文", "I am Zhu Bajie, the pig."), ("AI?", "作为AI，我不能回答。"),

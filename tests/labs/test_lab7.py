@@ -187,8 +187,9 @@ def test_second_character_through_every_stage(tmp_path):
     template = json.loads((lab7 / "merged" / "tokenizer_config.json").read_text(encoding="utf-8"))["chat_template"]
     assert WUKONG["system_prompt"] in template and bajie["system_prompt"] not in template
 
-    guide("kit eval --base lab7/base --tuned lab7/merged --character $C --eval-file lab7/data/eval.jsonl "
-          "--out lab7/eval")
+    # No --character after the merge: the merged model's record names 孙悟空, and eval says so.
+    scored = guide("kit eval --base lab7/base --tuned lab7/merged --eval-file lab7/data/eval.jsonl --out lab7/eval")
+    assert f"persona: 孙悟空 (wukong, from {lab7 / 'merged' / 'kit_merge.json'})" in scored.stderr, scored.stderr
     report = json.loads((lab7 / "eval" / "report.json").read_text(encoding="utf-8"))
     assert (report["character"], report["persona_name"]) == ("wukong", "孙悟空")
     assert report["persona_file"] == str(folder / "persona.yaml")
