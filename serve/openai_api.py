@@ -63,8 +63,9 @@ def _invalid(errors: list[dict]) -> JSONResponse:
     """A rejected request body as OpenAI's 400 error naming the field (FastAPI's own 422 {"detail": …}
     leaves the openai client saying only "Error code: 422")."""
     first = errors[0]
-    if first["type"] == "json_invalid":
-        return _error(400, f"the request body is not valid JSON ({first.get('ctx', {}).get('error', first['msg'])})")
+    if first["type"] == "json_invalid":  # loc is ("body", offset of the error)
+        why = first.get("ctx", {}).get("error", first["msg"])
+        return _error(400, f"the request body is not valid JSON: {why} at character {first['loc'][-1]}")
     param = _param(first["loc"])
     # A union field (stop) fails once per member: say every way it could have been right.
     reasons = dict.fromkeys(e["msg"] for e in errors if _param(e["loc"]) == param)
