@@ -21,7 +21,8 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_ENV = "KIT_SERVE_PID"
 
 
-def command(python: str | Path, module: str, args: list[str], args_from_env: dict[str, str] | None = None) -> list[str]:
+def command(python: str | Path, module: str, args: list[str],
+            args_from_env: dict[str, str] | None = None) -> list[str]:
     """The argv that runs `python -m module args`, tethered; args_from_env maps a flag to the variable
     whose value follows it."""
     secret = [x for flag, var in (args_from_env or {}).items() for x in ("--arg-from-env", flag, var)]
