@@ -3,17 +3,16 @@
 import html
 import io
 import json
-import re
 from pathlib import Path
 
 from kit import atomic
+from kit.chat_format import last_reply
 from kit.train.hooks import SAMPLES_DIR
 
 LOSS_PNG = "loss.png"
 SAMPLES_MD = "samples.md"
 SAMPLES_HTML = "samples.html"
 MAX_COLUMNS = 8  # checkpoints in the table; samples/iter_N.json keeps every round
-SPECIAL = re.compile(r"<s>|</s>|<\|im_end\|>|<\|im_start\|>")
 
 
 def loss_history(work_dir: Path) -> list[tuple[int, float]]:
@@ -49,12 +48,6 @@ def plot_loss(work_dir: Path) -> Path | None:
     return out
 
 
-def reply_of(text: str) -> str:
-    """The assistant's reply in a decoded chat (prompt + generation)."""
-    reply = text.rsplit("<|im_start|>assistant", 1)[-1]
-    return SPECIAL.sub("", reply).strip()
-
-
 def sample_table(work_dir: Path) -> tuple[list[str], list[int], dict[str, dict[int, str]]]:
     """Questions, checkpoint iterations, and reply[question][iteration]."""
     rounds = []
@@ -69,7 +62,7 @@ def sample_table(work_dir: Path) -> tuple[list[str], list[int], dict[str, dict[i
             if s["question"] not in replies:
                 questions.append(s["question"])
                 replies[s["question"]] = {}
-            replies[s["question"]][step] = reply_of(s["text"])
+            replies[s["question"]][step] = last_reply(s["text"])
     return questions, [r[0] for r in rounds], replies
 
 
