@@ -9,9 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kit.artifacts import COURSE_CHARACTER as CHARACTER
 from kit.errors import NotBuiltYet
-
-CHARACTER = "bajie"
 
 
 def run_demo(workdir: Path) -> None:

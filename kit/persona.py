@@ -12,7 +12,7 @@ from kit.paths import character_dir
 from kit.yaml_fields import Field, file_problems, raise_problems, read_yaml
 
 FIELDS = {
-    "character": Field("text", "bajie"),
+    "character": Field("text", "huanhuan"),
     "name": Field("text", "猪八戒", required=True),
     "aliases": Field("texts", "八戒"),
     "system_prompt": Field("text", "你是猪八戒，……", required=True),
@@ -26,7 +26,7 @@ FIELDS = {
 
 @dataclass(frozen=True)
 class Persona:
-    character: str  # folder id under datasets/, e.g. "bajie"
+    character: str  # folder id under datasets/, e.g. bajie
     name: str  # display name, e.g. 猪八戒
     system_prompt: str
     probe_questions: list[str]

@@ -17,13 +17,15 @@ def quantize(
     w4a16: bool = typer.Option(True, "--w4a16/--no-w4a16", help="AWQ 4-bit weights, fp16 activations."),
     kv: str = typer.Option(None, "--kv", help="KV-cache quantization for serving: int8 or int4."),
     out: Path = typer.Option(None, "-o", "--out", help="Output folder; default: MODEL-w4a16 beside MODEL."),
-    character: str = typer.Option("bajie", help="Whose data calibrates the quantization."),
+    character: str = typer.Option(None, help="Whose data calibrates the quantization [default: the one "
+                                  "MODEL records (kit_merge.json)]."),
     calib: Path = typer.Option(None, help="Calibration file (JSONL with messages/text, or plain text)."),
     calib_samples: int = typer.Option(64, help="Calibration samples (LMDeploy's default 128)."),
     calib_seqlen: int = typer.Option(1024, help="Tokens per sample (LMDeploy's default 2048)."),
     group_size: int = typer.Option(128, help="AWQ group size."),
 ):
     """LMDeploy AWQ W4A16 with calibration data taken from the character's own data; KV-cache settings."""
+    from kit.artifacts import choose_persona
     from kit.serve.calibration import calibration_texts
     from kit.serve.locate import resolve_models
     from kit.serve.quantize import AwqSettings, check_kv, quantize_model, require_gpu_lmdeploy
@@ -31,6 +33,7 @@ def quantize(
     console = Console()
     check_kv(kv)
     model = resolve_models(None, model)["tuned"]
+    character = choose_persona(character, [model], console).character
     if not w4a16:
         if not kv:
             raise KitError("nothing to do: neither --w4a16 nor --kv", "kit quantize MODEL --w4a16 [--kv int8]")
@@ -63,7 +66,8 @@ def serve(
     port: int = typer.Option(23333, help="First API port (LMDeploy: base on PORT, tuned on PORT+1)."),
     ui_port: int = typer.Option(8501, help="Port of the Streamlit compare page."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Serve the API only."),
-    character: str = typer.Option("bajie", help="Persona for the default system prompt and chat template."),
+    character: str = typer.Option(None, help="Persona for the default system prompt and chat template "
+                                  "[default: the one the tuned model records (kit_merge.json)]."),
     api_key_env: str = typer.Option(None, help="Environment variable holding an API key to require."),
     votes: Path = typer.Option(None, help="SQLite file for blind A/B votes; default: compare_votes.sqlite "
                                "beside the tuned model's folder."),
@@ -73,12 +77,14 @@ def serve(
 
     from urllib.parse import urlparse
 
+    from kit.artifacts import choose_persona
     from kit.serve.launch import Children, require_free_port, sigterm_as_interrupt
     from kit.serve.locate import resolve_models
     from kit.serve.plan import plan_servers, resolve_engine
 
     console = Console()
     models = resolve_models(base, tuned)
+    character = choose_persona(character, [models.get("tuned"), models.get("base")], console).character
     key = None
     if api_key_env:
         key = os.environ.get(api_key_env)

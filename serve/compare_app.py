@@ -16,8 +16,9 @@ from pathlib import Path
 
 import openai
 import streamlit as st
+from rich.console import Console
 
-from kit.persona import persona_for
+from kit.artifacts import choose_persona
 from kit.serve import compare_core as core
 
 
@@ -25,7 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--endpoint", action="append", default=[], help="NAME=URL (OpenAI base URL)")
     p.add_argument("--model-path", action="append", default=[], help="NAME=PATH (tokenizer + context)")
-    p.add_argument("--character", default="bajie")
+    p.add_argument("--character", default=None, help="default: the one the models record (kit_merge.json)")
     p.add_argument("--votes", default=None)
     p.add_argument("--api-key-env", default=None)
     return p.parse_args(argv)
@@ -59,8 +60,8 @@ def context_of(path: str | None) -> int:
 args = parse_args(sys.argv[1:])
 paths = pairs(args.model_path)
 endpoints = [core.Endpoint(n, u, context_of(paths.get(n))) for n, u in pairs(args.endpoint).items()]
-persona = persona_for(args.character)
-votes = core.VoteStore(Path(args.votes) if args.votes else core.default_votes_path(paths), args.character,
+persona = choose_persona(args.character, list(paths.values()), Console(stderr=True, quiet=True))
+votes = core.VoteStore(Path(args.votes) if args.votes else core.default_votes_path(paths), persona.character,
                        core.model_identities(endpoints, paths))
 api_key = os.environ.get(args.api_key_env, "") if args.api_key_env else "unused"
 

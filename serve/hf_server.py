@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", action="append", required=True, help="NAME=PATH, repeatable")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=23333)
-    parser.add_argument("--character", default="bajie", help="persona whose system prompt is the default")
+    parser.add_argument("--character", default=None, help="persona whose system prompt is the default "
+                        "(default: the one the models record, kit_merge.json)")
     parser.add_argument("--api-key-env", default=None,
                         help="name of the environment variable that holds the API key (never the key)")
     parser.add_argument("--max-parallel", type=int, default=4)
@@ -37,16 +38,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvicorn
 
-        from kit.persona import persona_for
+        from rich.console import Console
+
+        from kit.artifacts import choose_persona
         from kit.serve.hf_engine import HFChatModel
         from kit.serve.openai_api import create_app
 
         key = os.environ.get(args.api_key_env) if args.api_key_env else None
         if args.api_key_env and not key:
             raise KitError(f"${args.api_key_env} is empty", f"export {args.api_key_env}=... first")
-        system = persona_for(args.character).system_prompt
-        models = {name: HFChatModel(name, path, system, args.max_parallel)
-                  for name, path in parse_model_specs(args.model).items()}
+        specs = parse_model_specs(args.model)
+        system = choose_persona(args.character, list(specs.values()), Console(stderr=True)).system_prompt
+        models = {name: HFChatModel(name, path, system, args.max_parallel) for name, path in specs.items()}
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from kit.artifacts import COURSE_CHARACTER
 from kit.errors import KitError
 
 recipe_app = typer.Typer(help="Make XTuner recipes for your own character.", no_args_is_help=True)
-TEMPLATE = "bajie"  # recipes/bajie.py is the template: a new recipe is it with the character renamed
+TEMPLATE = COURSE_CHARACTER  # recipes/bajie.py is the template: a new recipe is it with the character renamed
 
 
 def _resolve_recipe(recipe: str) -> Path:

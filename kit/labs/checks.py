@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.artifacts import COURSE_CHARACTER
 from kit.errors import KitError
 from kit.labs.findings import INFO, MISSING, OK, Finding, Missing, attempt, need
 
@@ -245,7 +246,7 @@ def own_recipe(ctx: Ctx) -> str:
 def own_persona(ctx: Ctx) -> str:
     from kit.persona import persona_for
 
-    if ctx.character == "bajie":
+    if ctx.character == COURSE_CHARACTER:
         raise Missing("lab 7 is about your own character, and bajie is the course's",
                       "kit lab check 7 --character NAME --workdir DIR (see kit lab show 7)")
     persona = persona_for(ctx.character)

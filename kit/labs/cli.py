@@ -7,13 +7,14 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from kit.artifacts import COURSE_CHARACTER
 from kit.errors import KitError
 
 app = typer.Typer(help="The staged course: list, show and check labs.", no_args_is_help=True)
 
 WORKDIR = typer.Option(Path("lab"), "--workdir", "-w", help="The lab's working folder (base/, data/, "
                        "work/, adapter/, merged/, eval/); `kit demo` writes the same layout.")
-CHARACTER = typer.Option("bajie", "--character", "-c", help="Character folder under datasets/.")
+CHARACTER = typer.Option(COURSE_CHARACTER, "--character", "-c", help="Character folder under datasets/.")
 
 
 @app.command("list")

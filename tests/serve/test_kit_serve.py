@@ -156,3 +156,51 @@ def test_kit_serve_refuses_a_busy_port_before_loading(tiny_model, option):
                          *(str(x) for kv in ports.items() for x in kv))
     assert result.returncode == 2 and f"port {busy} on 127.0.0.1 is not free" in result.stderr, result.stderr
     assert option in result.stderr and time.monotonic() - start < 60
+
+
+WUKONG = "你是孙悟空，自称俺老孙。" * 8
+
+
+@pytest.fixture
+def wukong_merged(tiny_model, tmp_path, monkeypatch):
+    """A project tree with a second character (KIT_HOME) and a 'merged' model whose record names him."""
+    import json
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(ROOT / "datasets" / "bajie", home / "datasets" / "bajie", ignore=shutil.ignore_patterns("built"))
+    (home / "datasets" / "wukong").mkdir()
+    (home / "datasets" / "wukong" / "persona.yaml").write_text(
+        f"name: 孙悟空\nsystem_prompt: {WUKONG}\nprobe_questions: [你是谁？]\n", encoding="utf-8")
+    tuned = tmp_path / "merged"
+    shutil.copytree(tiny_model, tuned)
+    (tuned / "kit_merge.json").write_text(json.dumps({"character": "wukong"}), encoding="utf-8")
+    monkeypatch.setenv("KIT_HOME", str(home))
+    return tuned
+
+
+def test_kit_serve_takes_the_persona_the_tuned_model_records(wukong_merged):
+    """A merged 孙悟空 served without --character is served as 孙悟空, and kit serve says so."""
+    port = free_port()
+    proc, out = start_kit_serve("--engine", "transformers", "--tuned", str(wukong_merged), "--no-ui",
+                                "--port", str(port))
+    try:
+        assert f"persona: 孙悟空 (wukong, from {wukong_merged / 'kit_merge.json'})" in out, out
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", timeout=60, max_retries=0)
+
+        def prompt_tokens(messages):
+            return client.chat.completions.create(model="tuned", messages=messages, max_tokens=1).usage.prompt_tokens
+
+        ask = [{"role": "user", "content": "你是谁？"}]
+        assert prompt_tokens(ask) == prompt_tokens([{"role": "system", "content": WUKONG}, *ask])
+    finally:
+        proc.kill()
+
+
+def test_quantize_calibrates_with_the_persona_the_model_records(wukong_merged):
+    from kit_testing import run_kit
+
+    result = run_kit("quantize", str(wukong_merged), env={"COLUMNS": "300"})
+    assert f"persona: 孙悟空 (wukong, from {wukong_merged / 'kit_merge.json'})" in result.stdout, result.stdout
+    override = run_kit("quantize", str(wukong_merged), "--character", "bajie", env={"COLUMNS": "300"})
+    assert "was made for 'wukong'; using 'bajie' as --character asks" in override.stdout, override.stdout
