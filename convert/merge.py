@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kit import atomic
+from kit import atomic, chat_format
 from kit.convert import adapter as adapter_mod
 from kit.convert import card, locate, template, verify
 from kit.errors import KitError
@@ -135,7 +135,7 @@ def _merge_weights(m: Merge, adapter_dir: Path, out: Path) -> dict:
 
     dtype = getattr(torch, m.dtype)
     tokenizer = AutoTokenizer.from_pretrained(m.base, trust_remote_code=True)
-    tokenizer.chat_template = template.persona_chat_template(m.persona.system_prompt)
+    tokenizer.chat_template = chat_format.persona_chat_template(m.persona.system_prompt)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}],
                                              add_generation_prompt=True)
                for q in m.persona.probe_questions[:3]]
@@ -151,9 +151,7 @@ def _merge_weights(m: Merge, adapter_dir: Path, out: Path) -> dict:
     tokenizer.save_pretrained(out)
     # InternLM2-Chat ends a turn with <|im_end|>: stop on it as well as on </s>.
     generation = merged.generation_config
-    eos = generation.eos_token_id
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
-    generation.eos_token_id = list(dict.fromkeys(eos + [tokenizer.convert_tokens_to_ids("<|im_end|>")]))
+    generation.eos_token_id = chat_format.stop_ids(tokenizer, generation)
     generation.save_pretrained(out)
     # save_pretrained copies the remote code it imported; copy the rest (e.g. the tokenizer's) too.
     for code in m.base.glob("*.py"):

@@ -1,28 +1,11 @@
-"""The merged model's chat template: InternLM2's ChatML with the persona as default system prompt.
+"""Proof that a merged model's chat template renders exactly what XTuner trained on.
 
-Transformers' `apply_chat_template`, LMDeploy's `hf` template and the compare UI all read the
-tokenizer's template, so with the persona inside it every one of them speaks as the character without
-being told a system prompt. `check_template` proves the template renders exactly what XTuner trained
-on: the token ids equal XTuner's own internlm2_chat encoding of the same conversation.
+kit merge writes kit.chat_format's persona template (InternLM2's ChatML with the persona as default
+system prompt) into the tokenizer; `check_template` compares the token ids it gives with XTuner's own
+internlm2_chat encoding of the same conversations.
 """
 
-import json
-
 from kit.errors import KitError
-
-
-def persona_chat_template(system_prompt: str) -> str:
-    # json.dumps gives a valid Jinja string literal (Jinja decodes \n, \" and \uXXXX escapes).
-    default = json.dumps(system_prompt, ensure_ascii=False)
-    return (
-        "{% set default_system = " + default + " %}"
-        "{{ bos_token }}"
-        "{% if not messages or messages[0]['role'] != 'system' %}"
-        "{{ '<|im_start|>system\n' + default_system + '<|im_end|>\n' }}{% endif %}"
-        "{% for message in messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-    )
 
 
 def xtuner_encoding(tokenizer, messages: list[dict]) -> dict:

@@ -3,6 +3,7 @@
 import torch
 
 from kit.errors import KitError
+from kit.hf_models import generate_reply
 
 # Largest |merged - (base + adapter)| logit difference allowed, as a fraction of the largest |logit|:
 # merging rounds W + BA to the target dtype once, so the bound follows that dtype's precision.
@@ -31,14 +32,9 @@ def check_logits(merged: list[torch.Tensor], reference: list[torch.Tensor], dtyp
     return {"max_abs_diff": diff, "tolerance": bound}
 
 
-@torch.no_grad()
 def generate(model, tokenizer, question: str, max_new_tokens: int = 16) -> str:
-    inputs = tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                           add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True).to(next(model.parameters()).device)
     try:
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        return generate_reply(tokenizer, model, [{"role": "user", "content": question}], max_new_tokens)
     except Exception as e:
         raise KitError(f"the merged model cannot generate ({type(e).__name__}: {e})",
                        "check the generation_config.json and the remote code of the base") from e
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -8,9 +8,9 @@ the served model sees.
 
 from pathlib import Path
 
+from kit import chat_format
 from kit.data.samples import read_jsonl
 from kit.errors import KitError
-from kit.eval.backends import chatml as render_chatml  # the one ChatML renderer (no generation prompt)
 from kit.paths import character_dir
 from kit.persona import persona_for
 
@@ -22,7 +22,7 @@ def texts_from_file(path: Path) -> list[str]:
     texts = []
     for lineno, row in read_jsonl(path):
         if isinstance(row.get("messages"), list):
-            texts.append(render_chatml(row["messages"]))
+            texts.append(chat_format.render(row["messages"]))
         elif isinstance(row.get("text"), str):
             texts.append(row["text"])
         else:
@@ -41,7 +41,7 @@ def calibration_texts(character: str, model: Path, explicit: Path | None = None)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".txt"))
     texts = [t for p in files for t in texts_from_file(p)]
     persona = persona_for(character)
-    texts += [render_chatml([{"role": "system", "content": persona.system_prompt},
-                             {"role": "user", "content": q}]) for q in persona.probe_questions]
+    texts += [chat_format.render([{"role": "system", "content": persona.system_prompt},
+                                   {"role": "user", "content": q}]) for q in persona.probe_questions]
     texts += persona.sample_lines
     return texts, f"{folder} ({len(files)} files + persona.yaml)"

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from kit import chat_format
 from kit.errors import KitError
-
-IM_END = "<|im_end|>"
+from kit.hf_models import load_model
 
 
 @dataclass
@@ -46,17 +46,6 @@ def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
     return [{"role": "system", "content": system_prompt}, *messages]
 
 
-def stop_token_ids(tokenizer, generation_config) -> list[int]:
-    """Every id that ends a turn: the config's eos ids plus <|im_end|> (InternLM2-Chat stops on both)."""
-    ids = generation_config.eos_token_id if generation_config is not None else None
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    for token in (tokenizer.eos_token, IM_END):
-        tid = tokenizer.convert_tokens_to_ids(token) if token else None
-        if tid is not None and tid != tokenizer.unk_token_id and tid not in ids:
-            ids.append(tid)
-    return ids
-
-
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
     """How many trailing chars could still turn into a stop string (so they are not sent yet)."""
     return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
@@ -65,24 +54,18 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
 class HFChatModel:
     def __init__(self, name: str, path: Path, system_prompt: str, max_parallel: int = 4):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise KitError(f"model '{name}': no config.json in {path}",
                            "pass a Hugging Face model folder (e.g. DIR/merged from `kit demo`)")
         self.name, self.path, self.system_prompt = name, path, system_prompt
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        # The CPU engine, even beside a GPU (LMDeploy is the one that serves there).
+        self.tokenizer, self.model = load_model(path, dtype=torch.float32, device="cpu")
         if not self.tokenizer.chat_template:
             raise KitError(f"model '{name}': {path} has no chat template in its tokenizer config",
                            "use a model written by `kit merge` or the tiny base (`kit demo`)")
-        self.model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True,
-                                                          torch_dtype=torch.float32).eval()
-        try:
-            gen_config = GenerationConfig.from_pretrained(path)
-        except OSError:
-            gen_config = None
-        self.stop_ids = stop_token_ids(self.tokenizer, gen_config)
+        self.stop_ids = chat_format.stop_ids(self.tokenizer, self.model.generation_config)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._slots = threading.Semaphore(max_parallel)
 

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit import atomic
+from kit import atomic, chat_format
 from kit.errors import KitError
 from kit.persona import Persona
 from kit.serve import tether
@@ -23,16 +23,9 @@ def chat_template_config(persona: Persona) -> dict:
     """InternLM2-Chat's ChatML turns with the persona as the default system prompt.
 
     Passed explicitly because LMDeploy <0.10 picks a template by matching the model *path* (a folder
-    named merged/ gets none) and otherwise injects its own InternLM identity prompt. No BOS here: the
-    tokenizer adds it. The name is not a registered template, so LMDeploy uses these fields verbatim.
+    named merged/ gets none) and otherwise injects its own InternLM identity prompt.
     """
-    return {
-        "model_name": f"kit-{persona.character}",
-        "system": "<|im_start|>system\n", "meta_instruction": persona.system_prompt, "eosys": "<|im_end|>\n",
-        "user": "<|im_start|>user\n", "eoh": "<|im_end|>\n",
-        "assistant": "<|im_start|>assistant\n", "eoa": "<|im_end|>", "separator": "\n",
-        "capability": "chat", "stop_words": ["<|im_end|>"],
-    }
+    return chat_format.lmdeploy_chat_template(f"kit-{persona.character}", persona.system_prompt)
 
 
 def write_chat_template(persona: Persona, path: Path) -> Path:

@@ -8,8 +8,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit import chat_format
 from kit.errors import KitError
 from kit.eval.api import BadAnswer, Server
+from kit.hf_models import generate_reply, load_model
 
 
 @dataclass
@@ -34,7 +36,6 @@ class LocalModel:
 
     def __init__(self, path: Path, base: Path | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
         adapter = (path / "adapter_config.json").is_file()
@@ -46,17 +47,9 @@ class LocalModel:
             raise KitError(f"not a model folder (no config.json): {weights_from}",
                            "pass a Hugging Face model folder, e.g. DIR/merged from `kit merge`")
         self.label = str(path)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        tok_from = path if (path / "tokenizer_config.json").is_file() else weights_from
-        self.tokenizer = AutoTokenizer.from_pretrained(tok_from, trust_remote_code=True)
-        model = AutoModelForCausalLM.from_pretrained(weights_from, trust_remote_code=True, torch_dtype=dtype)
-        if adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        self.model = model.to(self.device).eval()
-        if self.device == "cpu" and sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
+        self.tokenizer, self.model = load_model(weights_from, path if adapter else None)
+        self.device = self.model.device.type
+        if self.device == "cpu" and sum(p.numel() for p in self.model.parameters()) < SMALL_MODEL:
             # Matrices this small gain nothing from intra-op threads, and on a shared CPU their
             # spin-waits made generation 30x slower (measured on the tiny demo model).
             torch.set_num_threads(1)
@@ -68,13 +61,8 @@ class LocalModel:
     def generate(self, messages: list[dict], max_new_tokens: int) -> str:
         import torch
 
-        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = self._ids(prompt)
         torch.manual_seed(0)
-        with torch.no_grad():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                      max_new_tokens=max_new_tokens, do_sample=False)
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        return generate_reply(self.tokenizer, self.model, messages, max_new_tokens).strip()
 
     def reply_score(self, messages: list[dict]) -> ReplyScore:
         import torch
@@ -93,12 +81,6 @@ class LocalModel:
             logits = self.model(input_ids=ids).logits[0, context.shape[1] - 1:-1].float()
         nll = torch.nn.functional.cross_entropy(logits, reply[0], reduction="sum").item()
         return ReplyScore(nll, reply.shape[1])
-
-
-def chatml(messages: list[dict], generation_prompt: bool = False) -> str:
-    """InternLM2-Chat's ChatML rendering without BOS (a completions endpoint adds BOS itself)."""
-    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-    return text + ("<|im_start|>assistant\n" if generation_prompt else "")
 
 
 START_FIX = "start it (e.g. `kit serve --engine transformers --no-ui --base PATH --tuned PATH`, " \
@@ -139,8 +121,8 @@ class Endpoint:
 
         if self._perplexity_error:
             raise PerplexityUnavailable(self._perplexity_error)
-        prompt = chatml(messages[:-1], generation_prompt=True)
-        text = prompt + messages[-1]["content"] + "<|im_end|>"
+        prompt = chat_format.render(messages[:-1], generation_prompt=True)
+        text = prompt + messages[-1]["content"] + chat_format.IM_END
         try:
             # max_tokens=1: some servers refuse 0; the generated token lies past len(text) and is skipped.
             with self.server.errors():

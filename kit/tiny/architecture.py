@@ -10,6 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
+from kit import chat_format
+
 # Sizes chosen by measurement on a 2-core CPU (docs/tiny-model.md): large enough to learn the
 # assistant corpus and then a persona, small enough to pretrain in about two minutes. GQA (6 query
 # heads over 2 key/value heads) and RoPE are exercised as in the 1.8B model.
@@ -69,9 +71,14 @@ def new_model(folder: Path, seed: int):
 
 
 def save_model(model, out: Path) -> None:
-    """Save weights and configs so that equal weights give byte-identical folders."""
+    """Save weights and configs (beside the tokenizer already written to `out`) so that equal weights
+    give byte-identical folders."""
+    from transformers import AutoTokenizer
+
     model.config.attn_implementation = "eager"  # what XTuner's CPU path and the 1.8B config use
-    model.generation_config.eos_token_id = [2, 4]  # </s> and <|im_end|>: InternLM2-Chat stops on both
+    # </s> and <|im_end|>: InternLM2-Chat stops on both.
+    model.generation_config.eos_token_id = chat_format.stop_ids(AutoTokenizer.from_pretrained(out),
+                                                                model.generation_config)
     model.generation_config.pad_token_id = 2
     model.save_pretrained(out, safe_serialization=True)
     # save_pretrained records the (temporary) build folder; drop it so builds are byte-identical.

@@ -10,16 +10,11 @@ pretrained ids never move and the persona's words are learned in the LoRA run.
 
 from pathlib import Path
 
-# InternLM2's special tokens (names as in internlm2-chat-1_8b's tokenizer), ids 0.. in the tiny vocab.
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<|action_start|>",
-                  "<|action_end|>", "<|interpreter|>", "<|plugin|>"]
+from kit.chat_format import BOS, CHAT_TEMPLATE, EOS, IM_END, IM_START
 
-# InternLM2-Chat's own chat template (ChatML form). kit merge later writes a persona-default variant.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+# InternLM2's special tokens (names as in internlm2-chat-1_8b's tokenizer), ids 0.. in the tiny vocab.
+SPECIAL_TOKENS = ["<unk>", BOS, EOS, IM_START, IM_END, "<|action_start|>",
+                  "<|action_end|>", "<|interpreter|>", "<|plugin|>"]
 
 
 def _gb2312_row(row: int) -> set[str]:

@@ -108,10 +108,10 @@ def test_a_wrong_merge_is_caught(run_copy, monkeypatch):
 
 
 def test_a_template_unlike_training_is_caught(run_copy, monkeypatch):
-    from kit.convert import template
+    from kit import chat_format
 
-    real = template.persona_chat_template
-    monkeypatch.setattr(template, "persona_chat_template",
+    real = chat_format.persona_chat_template
+    monkeypatch.setattr(chat_format, "persona_chat_template",
                         lambda system: real(system).replace("'<|im_end|>' + '\n'", "'<|im_end|>'"))
     with pytest.raises(KitError, match="chat template check failed"):
         _merge(run_copy)

@@ -29,10 +29,10 @@ def test_chat_template_is_the_persona_chatml():
     # The prompt LMDeploy's BaseChatTemplate.messages2prompt would build for one user turn:
     prompt = (cfg["system"] + cfg["meta_instruction"] + cfg["eosys"] + cfg["user"] + "你是谁？" + cfg["eoh"]
               + cfg["assistant"])
-    from kit.serve.calibration import render_chatml
+    from kit import chat_format
 
-    chatml = render_chatml([{"role": "system", "content": persona.system_prompt},
-                            {"role": "user", "content": "你是谁？"}]) + "<|im_start|>assistant\n"
+    chatml = chat_format.render([{"role": "system", "content": persona.system_prompt},
+                                 {"role": "user", "content": "你是谁？"}], generation_prompt=True)
     assert prompt == chatml
     assert cfg["stop_words"] == ["<|im_end|>"] and "<s>" not in json.dumps(cfg)
 
