@@ -45,6 +45,7 @@ def demo(workdir: Path = typer.Option(Path("demo"), help="Where the demo leaves 
 
 app.add_typer(data_cli.app, name="data")
 app.command("train")(train_cli.train)
+app.command("loss")(train_cli.loss)
 app.add_typer(train_cli.recipe_app, name="recipe")
 app.command("merge")(convert_cli.merge)
 app.command("quantize")(serve_cli.quantize)

@@ -124,3 +124,14 @@ def recipe_new(
     train = (f"kit train {out} --gpu-fraction 0.1" if torch.cuda.is_available()
              else f"kit train {out} --cpu --base PATH   (a small model: `kit lab init` or `kit demo` builds one)")
     Console().print(f"[green]wrote[/] {out} for {persona.name}\nnext:\n  kit data build {character}\n  {train}")
+
+
+def loss(
+    work_dirs: list[Path] = typer.Argument(..., help="Work dirs of `kit train` / `xtuner train` runs, "
+                                           "e.g. lab/work lab/work-r16."),
+    out: Path = typer.Option(Path("loss_compare.png"), "-o", "--out", help="The PNG to write."),
+):
+    """Plot the training loss of one or more runs on one chart, e.g. r=16 against r=32."""
+    from kit.train.report import compare_loss
+
+    Console(stderr=True).print(f"[green]wrote[/] {compare_loss(work_dirs, out)}", soft_wrap=True)

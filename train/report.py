@@ -3,10 +3,13 @@
 import html
 import io
 import json
+import re
 from pathlib import Path
 
 from kit import atomic
 from kit.chat_format import last_reply
+from kit.cjk_font import drawable
+from kit.errors import KitError
 from kit.train.hooks import SAMPLES_DIR
 
 LOSS_PNG = "loss.png"
@@ -26,26 +29,86 @@ def loss_history(work_dir: Path) -> list[tuple[int, float]]:
     return sorted(points.items())
 
 
-def plot_loss(work_dir: Path) -> Path | None:
+CHARACTER_LINE = re.compile(r"""^character\s*=\s*["']([^"']+)["']""", re.M)
+
+
+def run_character(work_dir: Path) -> str | None:
+    """The character id in the recipe XTuner dumped into the work dir (`character = "bajie"`)."""
+    for config in sorted(Path(work_dir).glob("*.py")):
+        found = CHARACTER_LINE.search(config.read_text(encoding="utf-8"))
+        if found:
+            return found.group(1)
+    return None
+
+
+def run_label(work_dir: Path) -> str:
+    """Which run: the recipe XTuner dumped there and the work dir's last two parts, e.g. bajie.py · lab/work."""
+    work_dir = Path(work_dir).resolve()
+    configs = [p.name for p in sorted(work_dir.glob("*.py"))]
+    return " · ".join(configs[:1] + [f"{work_dir.parent.name}/{work_dir.name}"])
+
+
+def _who(work_dirs: list[Path]) -> tuple[str, list[str]]:
+    """The runs' characters by display name (猪八戒) if a font here draws it, else by id (bajie)."""
+    from kit.persona import persona_for
+
+    ids = sorted({c for c in map(run_character, work_dirs) if c})
+    names = []
+    for character in ids:
+        try:
+            names.append(persona_for(character).name)
+        except KitError:  # a run made from a persona that is gone: the id still says who it was
+            names.append(character)
+    return drawable(" / ".join(names), " / ".join(ids))
+
+
+def loss_figure(work_dirs: list[Path]):
+    """One loss curve per run on shared axes; titled with the character and, for one run, the run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    points = loss_history(work_dir)
-    if not points:
-        return None
-    iters, losses = zip(*points)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(iters, losses, lw=1.2)
-    ax.set(xlabel="iteration", ylabel="training loss", title=f"{Path(work_dir).name}: loss")
+    for work_dir in work_dirs:
+        iters, losses = zip(*loss_history(work_dir))
+        ax.plot(iters, losses, lw=1.2, label=run_label(work_dir))
+    who, fonts = _who(work_dirs)
+    what = run_label(work_dirs[0]) if len(work_dirs) == 1 else "training loss"
+    ax.set_title(" · ".join(filter(None, [who, what])), fontfamily=fonts)
+    if len(work_dirs) > 1:
+        ax.legend(fontsize=8)  # the runs are told apart by their labels
+    ax.set(xlabel="iteration", ylabel="training loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # whole steps
     ax.grid(alpha=0.3)
-    out = Path(work_dir) / LOSS_PNG
+    return fig
+
+
+def save_loss(work_dirs: list[Path], out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = loss_figure(work_dirs)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic.write_bytes(out, buf.getvalue())
     return out
+
+
+def plot_loss(work_dir: Path) -> Path | None:
+    if not loss_history(work_dir):
+        return None
+    return save_loss([work_dir], Path(work_dir) / LOSS_PNG)
+
+
+def compare_loss(work_dirs: list[Path], out: Path) -> Path:
+    """Several runs' loss curves on one chart, e.g. the same recipe at r=16 and at r=32."""
+    for work_dir in work_dirs:
+        if not loss_history(work_dir):
+            raise KitError(f"{work_dir}: no loss history (*/vis_data/scalars.json)",
+                           "pass the --work-dir of a `kit train` run, e.g. work_dirs/bajie")
+    return save_loss(work_dirs, out)
 
 
 def sample_table(work_dir: Path) -> tuple[list[str], list[int], dict[str, dict[int, str]]]:
