@@ -1,6 +1,7 @@
 """PNG charts: base vs tuned per metric, and each metric over the checkpoints of one run."""
 
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -30,30 +31,54 @@ def _title(name: str) -> str:
 
 
 RATES = ("style_marker_rate", "identity_consistency", "general_sanity")  # shares in [0, 1]
+# Each bounded metric on its own range (a 1-5 judge score on a 0-1.2 axis says nothing); others open-ended.
+SCALES = {**{name: (0, 1) for name in RATES}, "llm_judge": (1, 5)}
 
 
 def _label(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.3g}"
 
 
-def metrics_chart(report: dict, path: Path) -> None:
+def _not_computed(ax, entry: dict) -> None:
+    """An empty panel would read as a score of zero: say that the metric was not computed, and why."""
+    reasons = dict.fromkeys(filter(None, (entry["details"][side].get("reason") for side in ("base", "tuned"))))
+    text = "not computed" + (f": {'; '.join(reasons)}" if reasons else "")
+    ax.text(0.5, 0.5, textwrap.fill(text, 24), transform=ax.transAxes, ha="center", va="center",
+            fontsize=8, color="#555555")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _bars(ax, name: str, entry: dict) -> None:
+    values = [entry["base"], entry["tuned"]]
+    ax.bar(["base", "tuned"], [v or 0 for v in values], color=[COLORS["base"], COLORS["tuned"]])
+    low, high = SCALES.get(name, (0, max(v for v in values if v is not None)))
+    for i, v in enumerate(values):
+        ax.text(i, max(v or 0, low) + (high - low) * 0.02, _label(v), ha="center", va="bottom")
+    reference = entry.get("reference")
+    if reference is not None:
+        ax.axhline(reference, color="#2e86ab", ls="--", lw=1, label=f"held-out lines ({_label(reference)})")
+        # Below the panel, not inside it: any corner of the plot can hold a bar.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=7, frameon=False)
+    ax.set_ylim(low, high + (high - low) * 0.15 or 1)  # headroom for the value labels
+
+
+def metrics_figure(report: dict):
     names = list(METRICS)
     fig, axes = plt.subplots(1, len(names), figsize=(3.1 * len(names), 3.6), layout="constrained")
     for ax, name in zip(axes, names):
         entry = report["metrics"][name]
-        values = [entry["base"], entry["tuned"]]
-        ax.bar(["base", "tuned"], [v or 0 for v in values], color=[COLORS["base"], COLORS["tuned"]])
-        top = max([v for v in values if v is not None] or [1])
-        for i, v in enumerate(values):
-            ax.text(i, (v or 0) + top * 0.02, _label(v), ha="center", va="bottom")
-        reference = entry.get("reference")
-        if reference is not None:
-            ax.axhline(reference, color="#2e86ab", ls="--", lw=1, label="held-out lines")
-            ax.legend(loc="lower right", fontsize=7)
-        ax.set_ylim(0, 1.1 if name in RATES else top * 1.2)
+        if entry["base"] is None and entry["tuned"] is None:
+            _not_computed(ax, entry)
+        else:
+            _bars(ax, name, entry)
         ax.set_title(_title(name), fontsize=9)
     fig.suptitle(f"{report['character']}: base vs tuned")
-    _save(fig, path)
+    return fig
+
+
+def metrics_chart(report: dict, path: Path) -> None:
+    _save(metrics_figure(report), path)
 
 
 def checkpoints_chart(report: dict, path: Path) -> None:
