@@ -10,14 +10,17 @@ from kit.artifacts import persona_digest
 from kit.persona import Persona
 
 
-def token_lengths(samples: list[dict], tokenizer_path: Path) -> list[int]:
+def token_lengths(samples: list[dict], tok) -> list[int]:
     """Tokens per sample as the model sees it: the tokenizer's chat template over all messages."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_path), trust_remote_code=True)
     if tok.chat_template:
         return [len(tok.apply_chat_template(s["messages"], tokenize=True)) for s in samples]
     return [len(tok("\n".join(m["content"] for m in s["messages"]))["input_ids"]) for s in samples]
+
+
+def reply_lengths(samples: list[dict], tok) -> list[int]:
+    """Tokens per assistant turn: what the loss is on, without the system prompt every sample repeats."""
+    return [len(tok(m["content"], add_special_tokens=False)["input_ids"])
+            for s in samples for m in s["messages"] if m["role"] == "assistant"]
 
 
 def _stats(values: list[int]) -> dict:
@@ -28,7 +31,7 @@ def _stats(values: list[int]) -> dict:
             "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
 
 
-def _histogram(train: list[int], held_out: list[int], png: Path) -> None:
+def length_figure(train: list[int], held_out: list[int]):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,18 +40,28 @@ def _histogram(train: list[int], held_out: list[int], png: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     bins = min(30, max(5, len(set(train + held_out))))
     ax.hist([train, held_out], bins=bins, label=["train", "eval"], stacked=True)
-    ax.set_xlabel("tokens per sample (chat template applied)")
-    ax.set_ylabel("samples")
+    ax.set_xlabel("tokens per reply (assistant turns, no system prompt)")
+    ax.set_ylabel("replies")
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def _histogram(train: list[int], held_out: list[int], png: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = length_figure(train, held_out)
     fig.savefig(png)
     plt.close(fig)
 
 
 def write_card(out: Path, *, character: str, persona: Persona, sources: list[dict], train: list[dict],
                held_out: list[dict], tokenizer: Path, settings: dict) -> dict:
-    train_tokens = token_lengths(train, tokenizer)
-    eval_tokens = token_lengths(held_out, tokenizer)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=True)
+    train_tokens = token_lengths(train, tok)
+    eval_tokens = token_lengths(held_out, tok)
     removed = Counter()
     for s in sources:
         removed.update(s["removed"])
@@ -64,7 +77,7 @@ def write_card(out: Path, *, character: str, persona: Persona, sources: list[dic
         "settings": settings,
         "histogram": "length_hist.png",
     }
-    _histogram(train_tokens, eval_tokens, out / "length_hist.png")
+    _histogram(reply_lengths(train, tok), reply_lengths(held_out, tok), out / "length_hist.png")
     atomic.write_text(out / "card.json", json.dumps(card, ensure_ascii=False, indent=2) + "\n")
     atomic.write_text(out / "card.md", render_markdown(card))
     return card
@@ -89,7 +102,7 @@ def render_markdown(card: dict) -> str:
 |---|---|---|---|---|---|---|---|
 {rows}
 
-![token lengths](length_hist.png)
+![reply lengths in tokens](length_hist.png)
 
 Settings: `{json.dumps(card['settings'], ensure_ascii=False)}`
 """
