@@ -1,3 +1,13 @@
 """kit: a role-play fine-tuning workshop kit (InternLM2 + XTuner + LMDeploy + Streamlit)."""
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# The stages kit.train, kit.convert and kit.serve live in the checkout's top-level train/, convert/ and
+# serve/ (PRODUCT.md's layout); an install maps them under kit/ (pyproject's package-dir). Python run
+# from the checkout's root (`python -m xtuner.tools.train recipes/…`) imports this kit/ before any
+# installed copy, without that mapping: let the package path reach the stage folders here too.
+_checkout = Path(__file__).resolve().parent.parent
+if (_checkout / "pyproject.toml").is_file() and (_checkout / "train" / "__init__.py").is_file():
+    __path__.append(str(_checkout))
