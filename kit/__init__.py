@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from kit.quiet import quiet_generation_warnings
+
 __version__ = "0.1.0"
 
 # The stages kit.train, kit.convert and kit.serve live in the checkout's top-level train/, convert/ and
@@ -11,3 +13,7 @@ __version__ = "0.1.0"
 _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "pyproject.toml").is_file() and (_checkout / "train" / "__init__.py").is_file():
     __path__.append(str(_checkout))
+
+# At import, so every process that generates is covered: the CLI, the servers it starts, and
+# XTuner's own run of a recipe (which imports kit.train.hooks).
+quiet_generation_warnings()
