@@ -27,6 +27,7 @@ from kit.data.gen_prompts import request_body, request_key
 from kit.data.outpath import check_output
 from kit.data.samples import chat, replies, write_jsonl
 from kit.errors import KitError
+from kit.keys import is_loopback, refuse_plain_http
 from kit.persona import Persona
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -72,11 +73,12 @@ class Tally:
 
 
 def api_key(env_var: str, base_url: str) -> str:
-    """The key from the environment (never from a file or flag, never printed)."""
+    """The key from the environment (never from a file or flag, never printed), for https or loopback only."""
     key = os.environ.get(env_var)
     if key:
+        refuse_plain_http(base_url, "--api-key-env", env_var)
         return key
-    if urlparse(base_url).hostname in {"127.0.0.1", "localhost", "::1"}:
+    if is_loopback(urlparse(base_url).hostname):
         return "EMPTY"  # local servers (LMDeploy, vLLM, a test server) accept any key
     raise KitError(f"no API key: the environment variable {env_var} is not set",
                    f"export {env_var}=... (or pick another variable with --api-key-env)")
@@ -250,8 +252,11 @@ class Generator:
         # the Limits class of whichever httpx this openai is built on.
         c = self.settings.concurrency
         limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=c, max_keepalive_connections=c)
+        # Omit: the client would send $OPENAI_ORG_ID / $OPENAI_PROJECT_ID to whatever host this is.
         client = openai.AsyncOpenAI(base_url=self.settings.base_url, api_key=key, max_retries=0,
                                     timeout=self.settings.timeout,
+                                    default_headers={"OpenAI-Organization": openai.Omit(),
+                                                     "OpenAI-Project": openai.Omit()},
                                     http_client=openai.DefaultAsyncHttpxClient(limits=limits))
         columns = [TextColumn("[bold]dialogues"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("sent {task.fields[sent]} · cached {task.fields[cached]} · "

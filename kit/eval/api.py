@@ -6,13 +6,12 @@ another host, where anyone on the way could read it. Nothing else is taken from 
 openai client would otherwise send $OPENAI_API_KEY, $OPENAI_ORG_ID and $OPENAI_PROJECT_ID to any host.
 """
 
-import ipaddress
 import json
 import os
 from contextlib import contextmanager
-from urllib.parse import urlparse
 
 from kit.errors import KitError
+from kit.keys import refuse_plain_http
 
 NO_KEY = "EMPTY"  # what keyless servers (LMDeploy, vLLM, `kit serve`) accept; the client needs some key
 EXCERPT = 200  # characters of a broken answer quoted in an error
@@ -20,15 +19,6 @@ EXCERPT = 200  # characters of a broken answer quoted in an error
 
 class BadAnswer(Exception):
     """An HTTP 200 whose body is no chat completion; the message quotes what came back."""
-
-
-def is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
 
 
 def excerpt(text: str) -> str:
@@ -53,12 +43,7 @@ class Server:
         """The key from the named variable only; it is never written to the report or logs."""
         if self.key_env is None:
             return NO_KEY
-        parts = urlparse(self.url)
-        if parts.scheme != "https" and not is_loopback(parts.hostname):
-            raise KitError(f"{self.key_flag} {self.key_env}: refusing to send that key over plain http to "
-                           f"{self.url}, where anyone on the way could read it",
-                           "use the server's https:// URL, or reach it on a loopback address "
-                           "(e.g. an SSH tunnel to 127.0.0.1)")
+        refuse_plain_http(self.url, self.key_flag, self.key_env)
         key = os.environ.get(self.key_env)
         if not key:
             raise KitError(f"{self.key_flag} {self.key_env}: that environment variable is not set",

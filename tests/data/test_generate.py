@@ -173,3 +173,13 @@ def test_a_day_long_retry_after_is_capped_and_said(openai_server, tmp_path, monk
     assert written, "the run waited out the server's Retry-After"
     assert log.faults["429"] >= 1
     assert "127.0.0.1 asked to wait 86400 s (Retry-After); waiting 0.5 s" in console.file.getvalue()
+
+
+def test_a_key_never_goes_over_plain_http_to_another_host(tmp_path):
+    """The key would cross the network readable by anyone on the way: refused before any connection."""
+    persona = ROOT / "datasets" / "bajie" / "persona.yaml"
+    result = run_kit("data", "generate", "--persona", str(persona), "-n", "1", "--base-url", "http://10.0.0.1:8000/v1",
+                     "--model", "m", "-o", str(tmp_path / "out.jsonl"), env={"OPENAI_API_KEY": "sk-secret",
+                                                                             "COLUMNS": "300"})
+    assert result.returncode == 2 and "refusing to send that key over plain http" in result.stderr, result.stderr
+    assert "sk-secret" not in result.stdout + result.stderr and not (tmp_path / "out.jsonl").exists()

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from kit.errors import KitError
-from kit.eval.api import is_loopback
+from kit.keys import is_loopback
 from kit.eval.backends import Endpoint
 from kit.eval.judge import Judge, JudgeConfig
 from kit.persona import persona_for
