@@ -149,6 +149,8 @@ def repeat_warnings(path: Path) -> list[str]:
 
     A warning, not a problem: `kit data build` repeats training samples on purpose (a source's weight),
     but elsewhere a repeat is usually a file concatenated twice, and each copy trains the sample again."""
+    if (Path(path).parent / "card.json").is_file():  # a build's own output: its card says how it weighted
+        return []
     first, repeats = {}, []  # repeats: (line, line it repeats)
     for no, raw in enumerate(Path(path).read_bytes().split(b"\n"), 1):
         try:

@@ -89,3 +89,8 @@ def test_check_warns_of_repeated_samples_with_their_lines(tmp_path):
            "lines 3 (= line 1), 4 (= line 2), 5 (= line 1)" in result.stderr, result.stderr
     path.write_bytes(GOOD + other)
     assert repeat_warnings(path) == []
+    # In `kit data build`'s output the repeats are its source weights (card.json says so): no warning.
+    path.write_bytes(GOOD + GOOD)
+    assert repeat_warnings(path)
+    (tmp_path / "card.json").write_text("{}", encoding="utf-8")
+    assert repeat_warnings(path) == []
