@@ -10,7 +10,8 @@ import kit
 from transformers.cache_utils import DynamicCache
 from transformers.generation.utils import logger
 DynamicCache().get_max_length()  # what InternLM2's remote code calls
-logger.warning_once("The attention mask is not set and cannot be inferred from input because pad token is same as eos token.")
+logger.warning_once("The attention mask is not set and cannot be inferred from input because pad token is same "
+                    "as eos token.")
 logger.warning("Setting `pad_token_id` to `eos_token_id`:2 for open-end generation.")
 """
 

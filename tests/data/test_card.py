@@ -16,7 +16,8 @@ def test_histogram_shows_reply_lengths_not_the_system_prompt(tmp_path, tiny_mode
     multi = {"messages": samples[0]["messages"] + [{"role": "user", "content": "饿吗？"},
                                                    {"role": "assistant", "content": "饿"}]}
     plotted = {}
-    monkeypatch.setattr(card, "_histogram", lambda train, held_out, png: plotted.update(train=train, eval=held_out))
+    monkeypatch.setattr(card, "_histogram",
+                        lambda train, held_out, png: plotted.update(train=train, eval=held_out))
     written = card.write_card(tmp_path, character="bajie", persona=persona, sources=[], train=samples + [multi],
                               held_out=samples[:1], tokenizer=tiny_model, settings={})
     assert len(plotted["train"]) == 5 and len(plotted["eval"]) == 1  # one value per assistant turn
