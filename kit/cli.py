@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from kit import chat
 from kit.convert import cli as convert_cli
 from kit.data import cli as data_cli
 from kit.errors import KitError, NotBuiltYet
@@ -50,6 +51,7 @@ app.add_typer(train_cli.recipe_app, name="recipe")
 app.command("merge")(convert_cli.merge)
 app.command("quantize")(serve_cli.quantize)
 app.command("serve")(serve_cli.serve)
+app.command("chat")(chat.chat)
 app.command("eval")(eval_cli.evaluate)
 app.add_typer(lab_cli.app, name="lab")
 
