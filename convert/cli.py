@@ -27,15 +27,17 @@ def merge(
     """Newest checkpoint -> HF adapter -> merged HF model, verified, persona chat template."""
     from kit.convert.locate import find_run
     from kit.convert.merge import merge_run
+    from kit.workspace import Workspace
 
     console = Console()
     work_dir = find_run(run)
     if run and Path(run).is_file():  # `kit merge work_dirs/bajie/iter_40.pth` names the checkpoint
         checkpoint = checkpoint or run
     console.rule(f"kit merge {work_dir}")
-    merged = merge_run(work_dir, base, adapter_out or work_dir / "adapter", out or work_dir / "merged",
+    adapter_out = adapter_out or Workspace(work_dir).adapter
+    merged = merge_run(work_dir, base, adapter_out, out or Workspace(work_dir).merged,
                        checkpoint=checkpoint, dtype=dtype, device=device, character=character,
                        force=force, allow_base_mismatch=allow_base_mismatch, console=console)
     console.print(f"[green]merged model:[/] {merged}  (model card: {merged / 'README.md'})\n"
-                  f"[green]adapter:[/] {adapter_out or work_dir / 'adapter'}\n"
+                  f"[green]adapter:[/] {adapter_out}\n"
                   f"next: kit serve --tuned {merged}")

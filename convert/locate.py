@@ -8,10 +8,7 @@ from pathlib import Path
 
 from kit.errors import KitError
 from kit.train.run import CHECKPOINT, checkpoints
-
-# Where runs live by default: XTuner's own default (`xtuner train recipes/bajie.py` -> work_dirs/bajie)
-# and kit's runs/ folder, both relative to the current directory.
-RUN_ROOTS = ("work_dirs", "runs")
+from kit.workspace import RUN_ROOTS
 
 
 def find_run(run: str | Path | None, cwd: Path | None = None) -> Path:

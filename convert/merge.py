@@ -136,16 +136,12 @@ def _merge_weights(m: Merge, adapter_dir: Path, out: Path) -> dict:
     dtype = getattr(torch, m.dtype)
     tokenizer = AutoTokenizer.from_pretrained(m.base, trust_remote_code=True)
     tokenizer.chat_template = chat_format.persona_chat_template(m.persona.system_prompt)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}],
-                                             add_generation_prompt=True)
-               for q in m.persona.probe_questions[:3]]
+    prompts = verify.probe_prompts(tokenizer, m.persona)
     model = AutoModelForCausalLM.from_pretrained(m.base, torch_dtype=dtype, trust_remote_code=True,
                                                  low_cpu_mem_usage=True).to(m.device)
     peft_model = PeftModel.from_pretrained(model, adapter_dir)
     peft_model.eval()
-    reference = verify.logits(peft_model, prompts)
-    with peft_model.disable_adapter():
-        base_logits = verify.logits(peft_model, prompts)
+    reference, effect = verify.adapter_logits(peft_model, prompts)
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True, max_shard_size="2GB")
     tokenizer.save_pretrained(out)
@@ -157,7 +153,6 @@ def _merge_weights(m: Merge, adapter_dir: Path, out: Path) -> dict:
     for code in m.base.glob("*.py"):
         if not (out / code.name).exists():
             shutil.copy(code, out / code.name)
-    effect = verify.max_difference(reference, base_logits)
     del model, peft_model, merged
     gc.collect()
     return {"prompts": prompts, "reference": reference, "adapter_effect": effect}

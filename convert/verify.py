@@ -20,6 +20,19 @@ def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
 
+def probe_prompts(tokenizer, persona, n: int = 3) -> list[list[int]]:
+    """The logit checks' inputs: the persona's first probe questions as one-turn chats."""
+    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+            for q in persona.probe_questions[:n]]
+
+
+def adapter_logits(peft_model, prompts: list[list[int]]) -> tuple[list[torch.Tensor], float]:
+    """base+adapter logits (PEFT, unmerged), and how far the adapter moves the base's own logits."""
+    reference = logits(peft_model, prompts)
+    with peft_model.disable_adapter():
+        return reference, max_difference(reference, logits(peft_model, prompts))
+
+
 def check_logits(merged: list[torch.Tensor], reference: list[torch.Tensor], dtype) -> dict:
     """merged vs base+adapter (PEFT, unmerged): within the dtype's tolerance, or a KitError."""
     scale = max(1.0, max(r.abs().max().item() for r in reference))

@@ -13,6 +13,7 @@ from kit.data.samples import read_jsonl
 from kit.errors import KitError
 from kit.paths import character_dir
 from kit.persona import persona_for
+from kit.workspace import Workspace
 
 
 def texts_from_file(path: Path) -> list[str]:
@@ -34,7 +35,7 @@ def calibration_texts(character: str, model: Path, explicit: Path | None = None)
     """The texts and a short description of where they came from."""
     if explicit is not None:
         return texts_from_file(explicit), str(explicit)
-    near = Path(model).parent / "data" / "train.jsonl"
+    near = Workspace.around(model).train_file
     if near.is_file():
         return texts_from_file(near), str(near)
     folder = character_dir(character)

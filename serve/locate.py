@@ -2,29 +2,13 @@
 
 The tuned model is the newest folder named `merged` (with a config.json) at most three levels below the
 current directory, e.g. demo/merged from `kit demo` or runs/bajie/merged from `kit merge`. Its base is
-the path recorded in merged/kit_merge.json ("base"), else the sibling folder `base`.
+the path recorded in merged/kit_merge.json ("base"), else the sibling folder `base` (kit.workspace).
 """
 
-import json
 from pathlib import Path
 
 from kit.errors import KitError
-
-
-def newest_merged(root: Path) -> Path | None:
-    found = [p.parent for depth in range(4)
-             for p in root.glob("/".join(["*"] * depth + ["merged", "config.json"]))]
-    return max(found, key=lambda p: (p / "config.json").stat().st_mtime, default=None)
-
-
-def base_of(merged: Path) -> Path | None:
-    record = merged / "kit_merge.json"
-    if record.is_file():
-        base = json.loads(record.read_text(encoding="utf-8")).get("base")
-        if base and (Path(base) / "config.json").is_file():
-            return Path(base)
-    sibling = merged.parent / "base"
-    return sibling if (sibling / "config.json").is_file() else None
+from kit.workspace import base_of, newest_merged
 
 
 def resolve_models(base: Path | None, tuned: Path | None, root: Path | None = None) -> dict[str, Path]:

@@ -2,7 +2,7 @@
 
 A check never trusts a file's presence alone: the dataset goes through `kit data check`, the adapter
 is loaded with PEFT, the merged model's logits are compared with base+adapter, the server is started
-and asked, the report is read. Each step becomes a Finding; a stage that has not landed is "pending".
+and asked, the report is read. Each step becomes a Finding.
 """
 
 import json
@@ -12,6 +12,7 @@ from pathlib import Path
 from kit.artifacts import COURSE_CHARACTER
 from kit.errors import KitError
 from kit.labs.findings import INFO, MISSING, OK, Finding, Missing, attempt, need
+from kit.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,8 @@ class Ctx:
     character: str
 
     @property
-    def base(self) -> Path:
-        return self.workdir / "base"
+    def ws(self) -> Workspace:
+        return Workspace(self.workdir)
 
     def fix(self, lab: int, command: str) -> str:
         return f"{command}   (lab {lab}: kit lab show {lab})"
@@ -36,7 +37,7 @@ def lab0(ctx: Ctx) -> list[Finding]:
 
 
 def init_fix(ctx: Ctx) -> str:
-    return ctx.fix(1, f"kit lab init --workdir {ctx.workdir}  (GPU: download InternLM2-Chat-1.8B into {ctx.base})")
+    return ctx.fix(1, f"kit lab init --workdir {ctx.workdir}  (GPU: download InternLM2-Chat-1.8B into {ctx.ws.base})")
 
 
 def base_chats(ctx: Ctx) -> str:
@@ -44,7 +45,7 @@ def base_chats(ctx: Ctx) -> str:
     from kit.persona import persona_for
 
     persona = persona_for(ctx.character)
-    tokenizer, model = load(ctx.base, init_fix(ctx))
+    tokenizer, model = load(ctx.ws.base, init_fix(ctx))
     reply = chat_once(tokenizer, model, persona.system_prompt, persona.probe_questions[0])
     return f"{persona.probe_questions[0]} → {reply[:40]!r}"
 
@@ -57,50 +58,50 @@ def data_passes_check(ctx: Ctx, name: str) -> str:
     from kit.data.check import check_file
     from kit.persona import persona_for
 
-    path = need(ctx.workdir / "data" / name, ctx.fix(2, f"kit data build {ctx.character} -o {ctx.workdir}/data"))
-    tokenizer = ctx.base if (ctx.base / "config.json").is_file() else None
+    path = need(ctx.ws.data / name, ctx.fix(2, f"kit data build {ctx.character} -o {ctx.ws.data}"))
+    tokenizer = ctx.ws.base if (ctx.ws.base / "config.json").is_file() else None
     problems = check_file(path, persona_for(ctx.character).system_prompt, tokenizer)
     if problems:
         shown = "\n".join(problems[:5]) + (f"\n… {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise Missing(shown, f"fix those lines, or rebuild: kit data build {ctx.character} -o {ctx.workdir}/data")
+        raise Missing(shown, f"fix those lines, or rebuild: kit data build {ctx.character} -o {ctx.ws.data}")
     lines = len(path.read_text(encoding="utf-8").splitlines())
     return f"{lines} samples, persona system prompt in each, loads through XTuner's openai_map_fn"
 
 
 def data_card(ctx: Ctx) -> str:
-    card = json.loads(need(ctx.workdir / "data" / "card.json",
-                           ctx.fix(2, f"kit data build {ctx.character} -o {ctx.workdir}/data"))
+    card = json.loads(need(ctx.ws.data / "card.json",
+                           ctx.fix(2, f"kit data build {ctx.character} -o {ctx.ws.data}"))
                       .read_text(encoding="utf-8"))
     return f"card for {card.get('name')}: counts {card.get('counts')}"
 
 
 def lab2(ctx: Ctx) -> list[Finding]:
-    build = ctx.fix(2, f"kit data build {ctx.character} -o {ctx.workdir}/data")
+    build = ctx.fix(2, f"kit data build {ctx.character} -o {ctx.ws.data}")
     return [attempt("data/train.jsonl passes kit data check", lambda: data_passes_check(ctx, "train.jsonl"), build),
             attempt("data/eval.jsonl passes kit data check", lambda: data_passes_check(ctx, "eval.jsonl"), build),
             attempt("dataset card", lambda: data_card(ctx), build)]
 
 
 def train_fix(ctx: Ctx) -> str:
-    return ctx.fix(3, f"kit train recipes/{ctx.character}.py --cpu --base {ctx.base} --data-dir {ctx.workdir}/data "
-                      f"--work-dir {ctx.workdir}/work   (GPU: without --cpu)")
+    return ctx.fix(3, f"kit train recipes/{ctx.character}.py --cpu --base {ctx.ws.base} --data-dir {ctx.ws.data} "
+                      f"--work-dir {ctx.ws.work}   (GPU: without --cpu)")
 
 
 def trained(ctx: Ctx) -> str:
     from kit.train.run import checkpoints
 
-    found = checkpoints(need(ctx.workdir / "work", train_fix(ctx)))
+    found = checkpoints(need(ctx.ws.work, train_fix(ctx)))
     if not found:
-        raise Missing(f"no iter_N.pth checkpoint in {ctx.workdir / 'work'}", train_fix(ctx))
+        raise Missing(f"no iter_N.pth checkpoint in {ctx.ws.work}", train_fix(ctx))
     return ", ".join(p.name for p in found)
 
 
 def loss_falls(ctx: Ctx) -> str:
     from kit.train.report import loss_history
 
-    losses = [loss for _, loss in loss_history(ctx.workdir / "work")]
+    losses = [loss for _, loss in loss_history(ctx.ws.work)]
     if len(losses) < 4:
-        raise Missing(f"{len(losses)} logged losses in {ctx.workdir / 'work'}", train_fix(ctx))
+        raise Missing(f"{len(losses)} logged losses in {ctx.ws.work}", train_fix(ctx))
     k = max(1, len(losses) // 5)
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
     if not last < first:
@@ -111,9 +112,9 @@ def loss_falls(ctx: Ctx) -> str:
 def chat_samples(ctx: Ctx) -> str:
     from kit.train.report import sample_table
 
-    questions, steps, _ = sample_table(ctx.workdir / "work")
+    questions, steps, _ = sample_table(ctx.ws.work)
     if len(steps) < 2:
-        raise Missing(f"EvaluateChatHook samples for {len(steps)} checkpoint(s) in {ctx.workdir / 'work'}/samples",
+        raise Missing(f"EvaluateChatHook samples for {len(steps)} checkpoint(s) in {ctx.ws.work / 'samples'}",
                       train_fix(ctx))
     return f"{len(questions)} probe questions answered at iterations {', '.join(map(str, steps))}"
 
@@ -129,17 +130,17 @@ def lab4(ctx: Ctx) -> list[Finding]:
     from kit.labs.merge_check import merge_findings
     from kit.persona import persona_for
 
-    fix = ctx.fix(4, f"kit merge {ctx.workdir}/work --adapter-out {ctx.workdir}/adapter -o {ctx.workdir}/merged")
+    fix = ctx.fix(4, f"kit merge {ctx.ws.work} --adapter-out {ctx.ws.adapter} -o {ctx.ws.merged}")
     try:
         persona = persona_for(ctx.character)
     except KitError as e:
         return [Finding("persona.yaml", MISSING, e.message, e.fix)]
-    record = ctx.workdir / "merged" / "kit_merge.json"
+    record = ctx.ws.merged / "kit_merge.json"
     if record.is_file():
         character = attempt(f"merged model is {ctx.character}'s", lambda: merged_for(ctx, record, fix), fix)
         if character.status != OK:
             return [character]
-    return merge_findings(ctx.base, ctx.workdir / "adapter", ctx.workdir / "merged", persona, fix)
+    return merge_findings(ctx.ws, persona, fix)
 
 
 def merged_for(ctx: Ctx, record: Path, fix: str) -> str:
@@ -150,19 +151,19 @@ def merged_for(ctx: Ctx, record: Path, fix: str) -> str:
 def quantized(ctx: Ctx) -> Finding:
     import torch
 
-    out = ctx.workdir / "merged-w4a16"
+    out = ctx.ws.quantized
     if (out / "kit_quant.json").is_file():
         return Finding("W4A16 model", OK, str(out))
     if not torch.cuda.is_available():
         return Finding("W4A16 model", INFO, "skipped: LMDeploy's AWQ needs a GPU (30% A100 slice)")
     return Finding("W4A16 model", MISSING, f"{out} has no kit_quant.json",
-                   ctx.fix(5, f"kit quantize {ctx.workdir}/merged --w4a16"))
+                   ctx.fix(5, f"kit quantize {ctx.ws.merged} --w4a16"))
 
 
 def lab5(ctx: Ctx) -> list[Finding]:
     from kit.labs.serving import ask_servers
 
-    models = {"base": ctx.base, "tuned": ctx.workdir / "merged"}
+    models = {"base": ctx.ws.base, "tuned": ctx.ws.merged}
     serve = ctx.fix(4, f"kit merge … (lab 4) so that {models['tuned']} exists, then kit lab check 5")
 
     def answers() -> str:
@@ -175,8 +176,8 @@ def lab5(ctx: Ctx) -> list[Finding]:
 
 
 def eval_fix(ctx: Ctx) -> str:
-    return ctx.fix(6, f"kit eval --base {ctx.base} --tuned {ctx.workdir}/merged --character {ctx.character} "
-                      f"--eval-file {ctx.workdir}/data/eval.jsonl --out {ctx.workdir}/eval")
+    return ctx.fix(6, f"kit eval --base {ctx.ws.base} --tuned {ctx.ws.merged} --character {ctx.character} "
+                      f"--eval-file {ctx.ws.eval_file} --out {ctx.ws.eval}")
 
 
 def made_for(ctx: Ctx, path: Path, record: dict, fix: str) -> None:
@@ -186,7 +187,7 @@ def made_for(ctx: Ctx, path: Path, record: dict, fix: str) -> None:
 
 
 def report_metrics(ctx: Ctx) -> dict:
-    path = need(ctx.workdir / "eval" / "report.json", eval_fix(ctx))
+    path = need(ctx.ws.report, eval_fix(ctx))
     report = json.loads(path.read_text(encoding="utf-8"))
     made_for(ctx, path, report, eval_fix(ctx))
     metrics = report.get("metrics") or {}
@@ -214,9 +215,9 @@ def persona_took(ctx: Ctx) -> str:
 
 
 def charts(ctx: Ctx) -> str:
-    pngs = sorted(p.name for p in (ctx.workdir / "eval").glob("*.png"))
+    pngs = sorted(p.name for p in ctx.ws.eval.glob("*.png"))
     if not pngs:
-        raise Missing(f"no PNG chart in {ctx.workdir / 'eval'}", eval_fix(ctx))
+        raise Missing(f"no PNG chart in {ctx.ws.eval}", eval_fix(ctx))
     return ", ".join(pngs)
 
 

@@ -1,25 +1,24 @@
 """Lab 4's check, with kit merge's own verifiers (kit.convert): load, PEFT, logits, chat template."""
 
-from pathlib import Path
-
 from kit.labs.findings import OK, Finding, Missing, attempt, need
+from kit.workspace import Workspace
 
 
-def merge_findings(base: Path, adapter: Path, merged: Path, persona, fix: str) -> list[Finding]:
+def merge_findings(ws: Workspace, persona, fix: str) -> list[Finding]:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kit.convert import template, verify
 
+    base, adapter, merged = ws.base, ws.adapter, ws.merged
     device = "cuda" if torch.cuda.is_available() else "cpu"
     state = {}
 
     def merged_loads() -> str:
         need(merged / "config.json", fix)
         tok = state["tokenizer"] = AutoTokenizer.from_pretrained(merged, trust_remote_code=True)
-        state["prompts"] = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
-                            for q in persona.probe_questions[:2]]
+        state["prompts"] = verify.probe_prompts(tok, persona, 2)
         model = AutoModelForCausalLM.from_pretrained(merged, trust_remote_code=True, torch_dtype="auto")
         state["dtype"] = model.dtype
         state["merged"] = verify.logits(model.to(device).eval(), state["prompts"])
@@ -30,9 +29,7 @@ def merge_findings(base: Path, adapter: Path, merged: Path, persona, fix: str) -
         need(base / "config.json", fix)
         model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=True, torch_dtype=state["dtype"])
         tuned = PeftModel.from_pretrained(model, adapter).to(device).eval()
-        state["reference"] = verify.logits(tuned, state["prompts"])
-        with tuned.disable_adapter():
-            state["effect"] = verify.max_difference(state["reference"], verify.logits(tuned, state["prompts"]))
+        state["reference"], state["effect"] = verify.adapter_logits(tuned, state["prompts"])
         return f"LoRA r={tuned.peft_config['default'].r} onto {base}"
 
     def logits_match() -> str:
