@@ -1,7 +1,7 @@
 """The `kit` command: one sub-command per pipeline stage (PRODUCT.md's contract).
 
 Each stage owns its commands in its own module; this file only wires them together and turns a
-KitError into a readable message and an exit code (2 for bad input, 3 for a stage not built yet).
+KitError into a readable message and exit code 2.
 """
 
 import logging
@@ -15,7 +15,7 @@ from rich.console import Console
 from kit import chat
 from kit.convert import cli as convert_cli
 from kit.data import cli as data_cli
-from kit.errors import KitError, NotBuiltYet
+from kit.errors import KitError
 from kit.eval import cli as eval_cli
 from kit.labs import cli as lab_cli
 from kit.serve import cli as serve_cli
@@ -65,9 +65,6 @@ def main() -> None:
     console = Console(stderr=True, soft_wrap=True)
     try:
         app()
-    except NotBuiltYet as e:
-        console.print(f"[yellow]{e.message}[/]")
-        sys.exit(3)
     except KitError as e:
         console.print(f"[bold red]error:[/] {e.message}")
         if e.fix:

@@ -11,11 +11,3 @@ class KitError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.fix else f"{self.message}\n  fix: {self.fix}"
-
-
-class NotBuiltYet(KitError):
-    """A command of the contract whose stage has not been built yet: said plainly, exit 3."""
-
-    def __init__(self, command: str, issue: int):
-        super().__init__(f"`{command}` is not built yet (tracked in issue {issue}).")
-        self.command = command

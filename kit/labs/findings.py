@@ -1,12 +1,12 @@
-"""What a lab check reports: one Finding per artifact — ok, missing (with the fix) or pending."""
+"""What a lab check reports: one Finding per artifact — ok, missing (with the fix) or info."""
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from kit.errors import KitError, NotBuiltYet
+from kit.errors import KitError
 
-OK, MISSING, PENDING, INFO = "ok", "missing", "pending", "info"
+OK, MISSING, INFO = "ok", "missing", "info"
 
 
 @dataclass
@@ -31,9 +31,6 @@ def attempt(what: str, step: Callable[[], str | None], fix: str) -> Finding:
     """Run one check step; its return value is the detail shown when it passes."""
     try:
         detail = step()
-    except NotBuiltYet as e:
-        return Finding(what, PENDING, e.message, "this stage has not landed in kit yet: the lab guide "
-                       "says what is pending")
     except KitError as e:
         return Finding(what, MISSING, e.message, e.fix or fix)
     except Exception as e:  # a stage's own failure on a broken artifact is a finding, not a crash
@@ -45,14 +42,14 @@ def render(console, title: str, findings: list[Finding]) -> bool:
     """Print the findings and, for each one not ok, its fix; True when the lab passes."""
     from rich.table import Table
 
-    style = {OK: "green", MISSING: "bold red", PENDING: "yellow", INFO: "cyan"}
+    style = {OK: "green", MISSING: "bold red", INFO: "cyan"}
     table = Table(title=title)
     for col in ("check", "status", "detail"):
         table.add_column(col, overflow="fold")
     for f in findings:
         table.add_row(f.what, f"[{style[f.status]}]{f.status}[/]", f.detail)
     console.print(table)
-    blocking = [f for f in findings if f.status in (MISSING, PENDING)]
+    blocking = [f for f in findings if f.status == MISSING]
     for i, f in enumerate(blocking):
         console.print(f"[bold red]✗[/] {f.what}: {f.detail}")
         if i + 1 == len(blocking) or blocking[i + 1].fix != f.fix:  # one fix under the findings sharing it
