@@ -1,6 +1,5 @@
 """`kit train` and `kit recipe`."""
 
-import os
 import re
 from pathlib import Path
 
@@ -12,24 +11,6 @@ from kit.errors import KitError
 
 recipe_app = typer.Typer(help="Make XTuner recipes for your own character.", no_args_is_help=True)
 TEMPLATE = COURSE_CHARACTER  # recipes/bajie.py is the template: a new recipe is it with the character renamed
-
-
-def _resolve_recipe(recipe: str) -> Path:
-    from kit.paths import recipes_dir
-
-    path = Path(recipe)
-    if not path.exists() and not path.suffix and (recipes_dir() / f"{recipe}.py").is_file():
-        path = recipes_dir() / f"{recipe}.py"  # `kit train bajie` means recipes/bajie.py
-    return path.resolve()
-
-
-def _gpus() -> tuple[int, float | None]:
-    """(GPUs visible, MiB of the first) — (0, None) on a CPU-only host."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return 0, None
-    return torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 2**20
 
 
 def train(
@@ -47,56 +28,23 @@ def train(
     plan_only: bool = typer.Option(False, "--plan-only", help="Run the preflight, print the plan, stop."),
 ):
     """Preflight, launch XTuner, show progress, plot the loss, sample each checkpoint."""
-    from kit.train import preflight
-    from kit.train.report import write_report
-    from kit.train.run import checkpoints, recipe_env, run_xtuner, xtuner_command
+    from kit.train.stage import TrainSettings, run_train
 
     console = Console(stderr=True)
-    if gpu_fraction is not None and not 0 < gpu_fraction <= 1:
-        raise KitError(f"--gpu-fraction {gpu_fraction}: must be in (0, 1]", "e.g. --gpu-fraction 0.1")
-    if deepspeed is not None and deepspeed not in ("zero1", "zero2", "zero3"):
-        raise KitError(f"--deepspeed {deepspeed}: unknown stage", "use zero1, zero2 or zero3")
-    path = _resolve_recipe(recipe)
-    env = recipe_env(base, data_dir, cpu=cpu, gpu_fraction=gpu_fraction)
-    cfg = preflight.load_recipe(path, env)
-    facts = preflight.recipe_facts(cfg)
-    preflight.check_base(facts)
-    n_gpus, gpu_mib = _gpus()
-    if facts.setup.method == "qlora" and n_gpus == 0:
-        raise KitError(f"{path}: QLoRA (4-bit bitsandbytes) needs a CUDA GPU and this host has none",
-                       "on CPU, train the recipe's CPU variant on a small model: "
-                       f"kit train {recipe} --cpu --base PATH (kit demo builds one)")
-    console.print(f"[bold]recipe[/] {path}  [bold]model[/] {facts.base_model}  [bold]method[/] "
-                  f"{facts.setup.method}, max_length {facts.setup.seq_len}")
-    samples = preflight.check_data(facts)
-    console.print(f"[green]data ok[/]: {samples} samples in {', '.join(map(str, facts.data_files))}")
-    console.print("[bold]memory plan[/] (per GPU)" + ("" if n_gpus else ", for reference: no GPU here"))
-    console.print(preflight.check_fit(preflight.memory_plan(facts), gpu_fraction, gpu_mib))
-    if plan_only:
+    settings = TrainSettings(recipe, gpu_fraction=gpu_fraction, resume=resume, deepspeed=deepspeed, gpus=gpus,
+                             work_dir=work_dir, base=base, data_dir=data_dir, cpu=cpu, plan_only=plan_only)
+    result = run_train(settings, console)
+    if result is None:
         return
-
-    work = (work_dir or Path("work_dirs") / path.stem).resolve()
-    resume_from = None
-    if resume:
-        found = checkpoints(work)
-        if not found:
-            raise KitError(f"--resume: no iter_N.pth checkpoint in {work}",
-                           "train once without --resume, or pass the run's --work-dir")
-        resume_from = found[-1]
-        console.print(f"resuming from {resume_from}", soft_wrap=True)
-    nproc = gpus or int(os.environ.get("NPROC_PER_NODE", 1))
-    command = xtuner_command(path, work, nproc=nproc, deepspeed=deepspeed, resume_from=resume_from)
-    result = run_xtuner(command, work, env, console)
-    report = write_report(work)
-    console.print(f"[green]done[/]: {len(result.checkpoints)} checkpoint(s) in {work}, last loss "
+    console.print(f"[green]done[/]: {len(result.checkpoints)} checkpoint(s) in {result.work_dir}, last loss "
                   f"{result.last_loss}")
     for peak in result.peaks:
         console.print(f"  GPU {peak['rank']}: peak {peak['max_allocated_mib']:,.0f} MiB allocated, "
                       f"{peak['max_reserved_mib']:,.0f} MiB reserved")
-    for name, file in report.items():
+    for name, file in result.report.items():
         if file:
             console.print(f"  {name}: {file}", soft_wrap=True)
-    console.print(f"next: kit merge {work}", soft_wrap=True)
+    console.print(f"next: kit merge {result.work_dir}", soft_wrap=True)
 
 
 @recipe_app.command("new")

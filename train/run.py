@@ -8,7 +8,6 @@ with this environment's interpreter, and judges the run by its exit code and its
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 from collections import deque
@@ -18,7 +17,6 @@ from pathlib import Path
 from rich.console import Console
 
 from kit.errors import KitError
-from kit.paths import recipes_dir
 from kit.train.launch import PEAK_PREFIX
 from kit.train.progress import parse_iter_line, training_progress
 
@@ -70,6 +68,7 @@ class RunResult:
     checkpoints: list[Path]
     last_loss: float | None = None
     peaks: list[dict] = field(default_factory=list)  # one per rank, on a GPU
+    report: dict[str, Path | None] = field(default_factory=dict)  # train.report's files, once written
 
 
 def _failure(returncode: int, tail: deque, log: Path) -> KitError:
@@ -136,14 +135,3 @@ def recipe_env(base: Path | None = None, data_dir: Path | None = None, cpu: bool
         env["KIT_GPU_FRACTION"] = str(gpu_fraction)
     return env
 
-
-def train_demo(base: Path, data_dir: Path, work_dir: Path) -> Path:
-    """Train the CPU variant of recipes/bajie.py on the tiny model; return the XTuner work dir."""
-    from kit.train.report import write_report
-
-    work_dir = Path(work_dir).resolve()
-    shutil.rmtree(work_dir, ignore_errors=True)  # the demo always starts from scratch
-    recipe = recipes_dir() / "bajie.py"
-    run_xtuner(xtuner_command(recipe, work_dir), work_dir, recipe_env(base, data_dir, cpu=True))
-    write_report(work_dir)
-    return work_dir
