@@ -1,4 +1,4 @@
-"""PNG charts: base vs tuned per metric, and each metric over the checkpoints of one run."""
+"""PNG charts: base vs tuned per metric, each metric over the checkpoints of one run, the drift gate."""
 
 import io
 import textwrap
@@ -117,6 +117,48 @@ def checkpoints_chart(report: dict, path: Path) -> None:
         labelled.update(zip(*reversed(ax.get_legend_handles_labels())))
     fig.legend(labelled.values(), labelled.keys(), loc="outside lower center", ncols=len(labelled), fontsize=8)
     fig.suptitle(f"{report['character']}: metrics over checkpoints")
+    _save(fig, path)
+
+
+DRIFT_COLORS = {True: "#4c9f70", False: "#d62728", None: "#8c8c8c"}  # check passed, failed, not measured
+
+
+def _check(comparison: dict, metric: str) -> dict:
+    return next(c for c in comparison["checks"] if c["metric"] == metric)
+
+
+def drift_chart(report: dict, path: Path) -> None:
+    """The drift gate: agreement and perplexity change of each stage against the one before it (limits as
+    black ticks, failures in red), and the persona metrics of every stage."""
+    drift = report["drift"]
+    comparisons, stages = drift["comparisons"], drift["stages"]
+    labels = [f"{c['stage']}\nvs {c['against']}" for c in comparisons]
+    fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 3.8), layout="constrained")
+    for ax, metric, title, scale, unit in (
+            (axes[0], "agreement", "Identical greedy replies", 1, ".2f"),
+            (axes[1], "perplexity_change", "Held-out perplexity change, %", 100, "+.2f")):
+        checks = [_check(c, metric) for c in comparisons]
+        values = [0 if k["value"] is None else k["value"] * scale for k in checks]
+        ax.bar(labels, values, width=0.5, color=[DRIFT_COLORS[k["passed"]] for k in checks])
+        for i, k in enumerate(checks):
+            for limit in (k["limit"], -k["limit"]) if metric == "perplexity_change" else (k["limit"],):
+                ax.hlines(limit * scale, i - 0.35, i + 0.35, color="black", lw=1.5)
+            ax.text(i, values[i], "not measured" if k["value"] is None else format(values[i], unit),
+                    ha="center", va="bottom", fontsize=8)
+        ax.set_title(f"{title}\nvs the stage before (black: the limit)", fontsize=9)
+    axes[0].set_ylim(0, 1.1)
+    axes[1].axhline(0, color="#555555", lw=0.8)
+    width, xs = 0.4, range(len(stages))
+    for offset, metric, color in ((-width / 2, "style_marker_rate", COLORS["tuned"]),
+                                  (width / 2, "identity_consistency", "#2e86ab")):
+        axes[2].bar([x + offset for x in xs], [s[metric] for s in stages], width, color=color,
+                    label=METRICS[metric][0])
+    axes[2].set_xticks(list(xs), [s["name"] for s in stages])
+    axes[2].set_ylim(0, 1.1)
+    axes[2].set_title("Persona metrics per stage\n(higher is better)", fontsize=9)
+    axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=2, fontsize=7, frameon=False)
+    fig.suptitle(f"{report['character']}: drift gate, reference {drift['reference']} "
+                 f"({'passed' if drift['passed'] else 'FAILED'})")
     _save(fig, path)
 
 

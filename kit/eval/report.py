@@ -1,4 +1,4 @@
-"""report.json + report.md: every metric with a base and a tuned entry, plus checkpoint curves."""
+"""report.json + report.md: every metric with a base and a tuned entry, checkpoint curves, the drift gate."""
 
 import json
 from pathlib import Path
@@ -18,6 +18,8 @@ METRICS = {
                        "share of short factual/arithmetic prompts answered with an expected substring"),
     "llm_judge": ("LLM judge (1-5)", "higher", "mean 1-5 persona-fidelity score from the judge endpoint"),
 }
+
+DRIFT_CHART = "drift.png"
 
 
 def metric_entry(name: str, sides: dict[str, dict]) -> dict:
@@ -65,6 +67,9 @@ def _cell(text: str) -> str:
 
 
 def to_markdown(report: dict, charts: list[str]) -> str:
+    if "metrics" not in report:  # the drift gate run on its own
+        return "\n".join([f"# Deployment drift: {report['persona_name']} ({report['character']})",
+                          *drift_markdown(report["drift"])]) + "\n"
     m = report["models"]
     lines = [f"# Persona eval: {report['persona_name']} ({report['character']})", "",
              f"- base: `{m['base']}`", f"- tuned: `{m['tuned']}`", f"- held-out file: `{report['eval_file']}`",
@@ -78,7 +83,7 @@ def to_markdown(report: dict, charts: list[str]) -> str:
                for side in ("base", "tuned") if e["details"][side].get("reason")]
     if reasons:
         lines += ["", "Notes:", *reasons]
-    lines += ["", *[f"![{c}]({c})" for c in charts]]
+    lines += ["", *[f"![{c}]({c})" for c in charts if c != DRIFT_CHART]]
     if "checkpoints" in report:
         ck = report["checkpoints"]
         names = list(METRICS)
@@ -90,7 +95,39 @@ def to_markdown(report: dict, charts: list[str]) -> str:
     lines += ["", "## Probe answers", "", "| question | base | tuned |", "|---|---|---|"]
     for b, t in zip(report["generations"]["base"]["probes"], report["generations"]["tuned"]["probes"]):
         lines.append(f"| {_cell(b['prompt'])} | {_cell(b['reply'])} | {_cell(t['reply'])} |")
+    if "drift" in report:
+        lines += drift_markdown(report["drift"])
     return "\n".join(lines) + "\n"
+
+
+def drift_markdown(drift: dict) -> list[str]:
+    """The drift gate's section: every stage against the one before it, and each check that failed."""
+    s = drift["settings"]
+    lines = ["", f"## Drift gate: {'passed' if drift['passed'] else 'FAILED'}", "",
+             f"Reference: **{drift['reference']}**. Each stage is compared with the stage before it on "
+             f"{s['probe_questions']} probe questions and {s['heldout_contexts']} held-out contexts (greedy, "
+             f"max_new_tokens={s['max_new_tokens']}); first divergence in {drift['divergence_unit']}.", "",
+             "| stage | source | against | agreement | with reference | first divergence | perplexity | "
+             "ppl change | style | identity | gate |", "|---" * 11 + "|"]
+    by_stage = {c["stage"]: c for c in drift["comparisons"]}
+    for st in drift["stages"]:
+        c = by_stage.get(st["name"])
+        change = None if c is None or c["perplexity_change"] is None else f"{c['perplexity_change']:+.2%}"
+        cells = [st["name"] + (" (quantized)" if st["quantized"] else ""), f"`{st['source']}`",
+                 *(["—"] * 3 if c is None else [c["against"], _fmt(c["agreement"]),
+                                                  _fmt(c["agreement_with_reference"])]),
+                 "—" if c is None else _fmt(c["mean_first_divergence"]), _fmt(st["perplexity"]),
+                 "—" if c is None else _fmt(change), _fmt(st["style_marker_rate"]),
+                 _fmt(st["identity_consistency"]),
+                 "reference" if c is None else "pass" if c["passed"] else "**FAIL**"]
+        lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    failed = [f"- {c['stage']} vs {c['against']}: {k['metric']} = {_fmt(k['value'])}, must be {k['rule']}"
+              for c in drift["comparisons"] for k in c["checks"] if k["passed"] is False]
+    unmeasured = [f"- {c['stage']}: {k['metric']} {k['rule']}"
+                  for c in drift["comparisons"] for k in c["checks"] if k["passed"] is None]
+    lines += ["", "Failed checks:", *failed] if failed else []
+    lines += ["", "Notes:", *unmeasured] if unmeasured else []
+    return lines + ["", f"![{DRIFT_CHART}]({DRIFT_CHART})"]
 
 
 def write_report(report: dict, out_dir: Path, charts: list[str]) -> Path:
