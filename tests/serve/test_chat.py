@@ -183,3 +183,17 @@ def test_a_dead_url_is_a_clean_error():
     assert result.returncode == 2
     assert re.search(r"error: no OpenAI-compatible server answers at http://127\.0\.0\.1:\d+/v1", result.stderr)
     assert "fix: start it" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_long_chat_leaves_the_oldest_turns_out_of_what_a_local_model_sees(tiny_model):
+    from kit.chat import LocalChat
+    from kit.errors import KitError
+
+    local = LocalChat(tiny_model)
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": "猪" * 200} for i in range(6)]
+    messages = [{"role": "system", "content": "你是猪八戒。"}, *turns, {"role": "user", "content": "你好"}]
+    room = local.context - local._tokens(messages[:1] + messages[-3:])  # room for the last exchange only
+    assert local.fit(messages, room) == messages[:1] + messages[-3:]
+    assert local.fit(messages, 1) == messages
+    with pytest.raises(KitError, match="do not fit the context window"):
+        local.fit(messages, local.context)
