@@ -97,3 +97,15 @@ def test_served_merged_model_is_the_folder(make_demo, tmp_path):
     served = json.loads((out / "report.json").read_text(encoding="utf-8"))["drift"]["comparisons"][0]
     assert served["stage"] == "served" and served["agreement"] >= 0.9
     assert served["perplexity_change"] is not None and abs(served["perplexity_change"]) < 1e-3
+
+
+def test_a_server_without_prompt_logprobs_is_gated_without_perplexity(make_demo, serve, tmp_path):
+    """LMDeploy's api_server gives no prompt log-probs: the perplexity check is 'not measured', not failed."""
+    demo, out = make_demo[0], tmp_path / "eval"
+    server = serve(demo / "merged", echo=False)
+    result = drift(demo, out, str(demo / "merged"), f"w4a16={server.url}#fake")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "note: w4a16: perplexity_change not measured" in result.stdout
+    served = json.loads((out / "report.json").read_text(encoding="utf-8"))["drift"]["comparisons"][0]
+    assert served["quantized"] and served["perplexity_change"] is None
+    assert served["agreement"] >= 0.5
