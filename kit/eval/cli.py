@@ -31,7 +31,7 @@ def evaluate(
     ppl_limit: int = typer.Option(None, min=1, help="Held-out samples for perplexity [default: all]."),
     drift: bool = typer.Option(False, "--drift", help="The drift gate: compare the STAGEs of one trained "
                                "model, each with the one before; exit 1 when one drifts."),
-    stages: list[str] = typer.Argument(None, metavar="[STAGE]...", show_default=False,
+    stages: list[str] = typer.Argument(None, metavar="STAGE", show_default=False,
                                        help="With --drift, in deployment order: adapter folder (on --base or "
                                        "the base it records), merged folder, served URLs "
                                        "(http://HOST:PORT/v1#MODEL); NAME=… names a stage."),
