@@ -1,15 +1,11 @@
 """`kit quantize` and `kit serve`."""
 
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from kit.errors import KitError
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-PAGE = Path(__file__).with_name("compare_app.py")
 
 
 def quantize(
@@ -29,6 +25,7 @@ def quantize(
     from kit.serve.calibration import calibration_texts
     from kit.serve.locate import resolve_models
     from kit.serve.quantize import AwqSettings, check_kv, quantize_model, require_gpu_lmdeploy
+    from kit.workspace import quantized_beside
 
     console = Console()
     check_kv(kv)
@@ -41,7 +38,7 @@ def quantize(
         return
     python = require_gpu_lmdeploy()
     texts, source = calibration_texts(character, model, calib)
-    out = out or model.with_name(f"{model.name}-w4a16")
+    out = out or quantized_beside(model)
     console.print(f"AWQ W4A16: {model} → {out}\ncalibration: {len(texts)} texts from {source}")
     settings = AwqSettings(calib_samples, calib_seqlen, 1, group_size)
     report = quantize_model(model, out, texts, settings, kv, python)
@@ -73,70 +70,9 @@ def serve(
                                "beside the tuned model's folder."),
 ):
     """OpenAI-compatible endpoints for base and tuned, then the Streamlit compare page."""
-    import os
+    from kit.serve.session import run_serve
+    from kit.serve.settings import ServeSettings
 
-    from urllib.parse import urlparse
-
-    from kit.artifacts import choose_persona
-    from kit.serve.launch import Children, require_free_port, sigterm_as_interrupt
-    from kit.serve.locate import resolve_models
-    from kit.serve.plan import plan_servers, resolve_engine
-
-    console = Console()
-    models = resolve_models(base, tuned)
-    character = choose_persona(character, [models.get("tuned"), models.get("base")], console).character
-    key = None
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise KitError(f"--api-key-env {api_key_env}: the variable is empty", f"export {api_key_env}=...")
-    if host not in LOOPBACK:
-        console.print(f"[bold yellow]warning:[/] binding {host} exposes the models to the network"
-                      + ("" if key else "; consider --api-key-env"))
-    engine = resolve_engine(engine)
-    servers = plan_servers(models, engine, host, port, character, api_key_env, backend, kv, gpu_fraction)
-    for s in servers:
-        require_free_port(host, urlparse(s.url).port, "--port")
-    if not no_ui:
-        require_free_port(host, ui_port, "--ui-port")
-    children = Children(console)
-    sigterm_as_interrupt()
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        for s in servers:
-            console.print(f"starting {s.label}: {' '.join(s.cmd)}")
-            proc = children.start(s.label, s.cmd)
-            children.wait_ready(s.label, proc, f"{s.url}/models", headers, s.start_timeout)
-        console.rule(f"kit serve ({engine})")
-        for s in servers:
-            for name in s.names:
-                console.print(f"  {name:6} {models[name]}\n         → {s.url}  (model '{name}')")
-        console.print("  try:   curl " + f"{servers[0].url}/models" + (" -H 'Authorization: Bearer $KEY'" if key else ""))
-        if not no_ui:
-            ui = f"http://{host}:{ui_port}"
-            children.start("compare page", page_command(servers, models, host, ui_port, character,
-                                                         api_key_env, votes))
-            children.wait_ready("compare page", children.procs[-1][1], f"{ui}/_stcore/health", {}, 120)
-            console.print(f"  page   → {ui}")
-        console.print("Ctrl-C stops everything.")
-        sys.stdout.flush()
-        children.watch()
-    except KeyboardInterrupt:
-        console.print("stopping…")
-    finally:
-        children.stop_all()
-
-
-def page_command(servers, models: dict[str, Path], host: str, ui_port: int, character: str,
-                 api_key_env: str | None, votes: Path | None) -> list[str]:
-    from kit.serve import tether
-
-    args = ["run", str(PAGE), "--server.address", host,
-            "--server.port", str(ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--", "--character", character] + (["--votes", str(votes.resolve())] if votes else [])
-    for s in servers:
-        for name in s.names:
-            args += ["--endpoint", f"{name}={s.url}", "--model-path", f"{name}={models[name]}"]
-    if api_key_env:
-        args += ["--api-key-env", api_key_env]
-    return tether.command(sys.executable, "streamlit", args)
+    run_serve(ServeSettings(base=base, tuned=tuned, engine=engine, backend=backend, kv=kv, gpu_fraction=gpu_fraction,
+                            host=host, port=port, ui_port=ui_port, ui=not no_ui, character=character,
+                            api_key_env=api_key_env, votes=votes), Console())

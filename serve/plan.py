@@ -10,6 +10,7 @@ from kit.paths import cache_dir
 from kit.persona import persona_for
 from kit.serve import lmdeploy_cmd as lm
 from kit.serve import tether
+from kit.serve.settings import ServeSettings
 
 
 @dataclass(frozen=True)
@@ -42,42 +43,44 @@ def resolve_engine(engine: str) -> str:
     return engine
 
 
-def plan_servers(models: dict[str, Path], engine: str, host: str, port: int, character: str,
-                 api_key_env: str | None, backend: str = "auto", kv: str | None = None,
-                 gpu_fraction: float = 1.0, free_mib: float | None = None,
+def plan_servers(models: dict[str, Path], s: ServeSettings, free_mib: float | None = None,
                  python: Path | None = None) -> list[ServerPlan]:
-    client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    if engine == "transformers":
-        args = ["--host", host, "--port", str(port), "--character", character]
+    """The servers for `models`; `s.engine` and `s.character` already resolved (not "auto", not None).
+
+    free_mib and python stand in for the GPU's free memory and LMDeploy's interpreter (tests).
+    """
+    client_host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
+    if s.engine == "transformers":
+        args = ["--host", s.host, "--port", str(s.port), "--character", s.character]
         for name, path in models.items():
             args += ["--model", f"{name}={path}"]
-        if api_key_env:
-            args += ["--api-key-env", api_key_env]
+        if s.api_key_env:
+            args += ["--api-key-env", s.api_key_env]
         cmd = tether.command(sys.executable, "kit.serve.hf_server", args)
-        return [ServerPlan("embedded server", tuple(models), cmd, f"http://{client_host}:{port}/v1", 300)]
-    return _lmdeploy_plans(models, host, client_host, port, character, api_key_env, backend, kv, gpu_fraction,
-                           free_mib, python)
+        return [ServerPlan("embedded server", tuple(models), cmd, f"http://{client_host}:{s.port}/v1", 300)]
+    return _lmdeploy_plans(models, s, client_host, free_mib, python)
 
 
-def _lmdeploy_plans(models, host, client_host, port, character, api_key_env, backend, kv, gpu_fraction,
-                    free_mib, python) -> list[ServerPlan]:
-    from kit.lmdeploy_env import lmdeploy_python, require_lmdeploy_python
+def _lmdeploy_plans(models: dict[str, Path], s: ServeSettings, client_host: str, free_mib: float | None,
+                    python: Path | None) -> list[ServerPlan]:
+    from kit.lmdeploy_env import lmdeploy_python
     from kit.serve.quantize import check_kv, recorded_kv
 
-    check_kv(kv)
-    if backend not in ("auto", "turbomind", "pytorch"):
-        raise KitError(f"--backend {backend}: expected turbomind, pytorch or auto")
+    check_kv(s.kv)
+    if s.backend not in ("auto", "turbomind", "pytorch"):
+        raise KitError(f"--backend {s.backend}: expected turbomind, pytorch or auto")
     python = python or lmdeploy_python()
-    template = lm.write_chat_template(persona_for(character), cache_dir() / "serve" / f"chat_template-{character}.json")
+    template = lm.write_chat_template(persona_for(s.character),
+                                      cache_dir() / "serve" / f"chat_template-{s.character}.json")
     free, total = lm.gpu_memory_mib() if free_mib is None else (free_mib, free_mib)
     fractions = lm.cache_fractions(free, [lm.weight_mib(p) for p in models.values()],
-                                   limit_mib=total * gpu_fraction)
+                                   limit_mib=total * s.gpu_fraction)
     plans = []
     for i, ((name, path), fraction) in enumerate(zip(models.items(), fractions)):
-        server = lm.ApiServer(name, path, port + i, fraction,
-                              lm.pick_backend(python, path) if backend == "auto" else backend,
-                              kv or recorded_kv(path))
-        cmd = lm.api_server_command(python, server, template, host, api_key_env)
+        server = lm.ApiServer(name, path, s.port + i, fraction,
+                              lm.pick_backend(python, path) if s.backend == "auto" else s.backend,
+                              s.kv or recorded_kv(path))
+        cmd = lm.api_server_command(python, server, template, s.host, s.api_key_env)
         plans.append(ServerPlan(f"LMDeploy {server.backend} · {name}", (name,), cmd,
                                 f"http://{client_host}:{server.port}/v1", 900))
     return plans

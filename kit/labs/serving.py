@@ -18,9 +18,10 @@ def ask_servers(models: dict[str, Path], character: str) -> str:
     from kit.persona import persona_for
     from kit.serve.launch import Children, free_port
     from kit.serve.plan import plan_servers, resolve_engine
+    from kit.serve.settings import ServeSettings
 
     engine = resolve_engine("auto")
-    servers = plan_servers(models, engine, "127.0.0.1", free_port(), character, None)
+    servers = plan_servers(models, ServeSettings(engine=engine, port=free_port(), character=character))
     children = Children(Console(stderr=True))
     system = persona_for(character).system_prompt
     seen = []

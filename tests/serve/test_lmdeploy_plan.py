@@ -17,6 +17,7 @@ from kit.serve import tether
 from kit.serve.awq_driver import local_loader
 from kit.serve.plan import plan_servers
 from kit.serve.quantize import AwqSettings, DRIVER, driver_command
+from kit.serve.settings import ServeSettings
 
 TETHER = Path(tether.__file__).resolve()
 
@@ -106,8 +107,9 @@ def test_lmdeploy_gets_the_api_key_where_ps_cannot_show_it(tiny_model, tmp_path)
 def test_lmdeploy_plan_two_servers(tiny_model, tuned_model, tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_CACHE", str(tmp_path))
     monkeypatch.setenv("KIT_TEST_SERVE_KEY", "sk-secret-in-env")
-    plans = plan_servers({"base": tiny_model, "tuned": tuned_model}, "lmdeploy", "127.0.0.1", 24000, "bajie",
-                         "KIT_TEST_SERVE_KEY", backend="pytorch", kv="int4", free_mib=20000,
+    settings = ServeSettings(engine="lmdeploy", port=24000, character="bajie", api_key_env="KIT_TEST_SERVE_KEY",
+                             backend="pytorch", kv="int4")
+    plans = plan_servers({"base": tiny_model, "tuned": tuned_model}, settings, free_mib=20000,
                          python=Path("/lm/python"))
     assert [p.url for p in plans] == ["http://127.0.0.1:24000/v1", "http://127.0.0.1:24001/v1"]
     assert [p.names for p in plans] == [("base",), ("tuned",)]
@@ -118,8 +120,9 @@ def test_lmdeploy_plan_two_servers(tiny_model, tuned_model, tmp_path, monkeypatc
 
 
 def test_transformers_plan_is_one_server_for_both(tiny_model, tuned_model):
-    (plan,) = plan_servers({"base": tiny_model, "tuned": tuned_model}, "transformers", "0.0.0.0", 9000,
-                           "bajie", "MY_KEY")
+    settings = ServeSettings(engine="transformers", host="0.0.0.0", port=9000, character="bajie",
+                             api_key_env="MY_KEY")
+    (plan,) = plan_servers({"base": tiny_model, "tuned": tuned_model}, settings)
     assert plan.names == ("base", "tuned") and plan.url == "http://127.0.0.1:9000/v1"
     assert plan.cmd[1:3] == [str(TETHER), "kit.serve.hf_server"]
     assert plan.cmd[plan.cmd.index("--api-key-env") + 1] == "MY_KEY"
