@@ -21,7 +21,7 @@ from kit.data.config import BuildConfig, Source, load_build_config
 from kit.data.extract import extract_lines, read_source
 from kit.data.samples import chat, read_jsonl, replies, turns_of, write_jsonl
 from kit.errors import KitError
-from kit.paths import character_dir
+from kit.paths import character_dir, recipes_dir
 from kit.persona import Persona, persona_for
 
 
@@ -90,6 +90,24 @@ def split_and_mix(config: BuildConfig, persona: Persona, console: Console | None
     return train, held_out, stats
 
 
+def counting_tokenizer(character: str, tokenizer: Path | None) -> tuple[Path, str]:
+    """The tokenizer the card's token counts come from, and which one it is in words.
+
+    The default is the tiny model's, which splits text otherwise than a real base: said plainly, so that
+    nobody sizes max_length for InternLM2-Chat-1.8B from its counts.
+    """
+    if tokenizer is not None:
+        return Path(tokenizer), "given with --tokenizer"
+    from kit.tiny import tiny_tokenizer
+
+    said = "the tiny model's, kit's default, not a real base's"
+    recipe = recipes_dir() / f"{character}.py"
+    if recipe.is_file():
+        said += (f"; the real run tokenizes with {recipe.relative_to(recipe.parents[1])}'s base: to count "
+                 f"with it, kit data build {character} --tokenizer BASE_FOLDER")
+    return tiny_tokenizer(character), said
+
+
 def build_character(character: str, out_dir: Path | None = None, tokenizer: Path | None = None) -> Path:
     """Build train.jsonl, eval.jsonl and the card into out_dir (default datasets/CHARACTER/built)."""
     console = Console(stderr=True)
@@ -98,15 +116,13 @@ def build_character(character: str, out_dir: Path | None = None, tokenizer: Path
     config = load_build_config(folder)
     out = Path(out_dir) if out_dir else folder / "built"
     train, held_out, stats = split_and_mix(config, persona, console)
-    if tokenizer is None:
-        from kit.tiny import tiny_tokenizer
-
-        tokenizer = tiny_tokenizer(character)
+    tokenizer, counted_with = counting_tokenizer(character, tokenizer)
+    console.print(f"  token counts by the tokenizer in {tokenizer}: {counted_with}", soft_wrap=True)
     with staged_dir(out) as stage:
         write_jsonl(stage / "train.jsonl", train)
         write_jsonl(stage / "eval.jsonl", held_out)
         write_card(stage, character=character, persona=persona, sources=stats, train=train,
-                   held_out=held_out, tokenizer=Path(tokenizer),
+                   held_out=held_out, tokenizer=tokenizer, counted_with=counted_with,
                    settings={"seed": config.seed, "eval_fraction": config.eval_fraction,
                              "near_duplicate": config.near_duplicate, "filters": config.filters.__dict__})
     return out

@@ -56,7 +56,7 @@ def _histogram(train: list[int], held_out: list[int], png: Path) -> None:
 
 
 def write_card(out: Path, *, character: str, persona: Persona, sources: list[dict], train: list[dict],
-               held_out: list[dict], tokenizer: Path, settings: dict) -> dict:
+               held_out: list[dict], tokenizer: Path, settings: dict, counted_with: str = "") -> dict:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=True)
@@ -79,11 +79,11 @@ def write_card(out: Path, *, character: str, persona: Persona, sources: list[dic
     }
     _histogram(reply_lengths(train, tok), reply_lengths(held_out, tok), out / "length_hist.png")
     atomic.write_text(out / "card.json", json.dumps(card, ensure_ascii=False, indent=2) + "\n")
-    atomic.write_text(out / "card.md", render_markdown(card))
+    atomic.write_text(out / "card.md", render_markdown(card, counted_with))
     return card
 
 
-def render_markdown(card: dict) -> str:
+def render_markdown(card: dict, counted_with: str = "") -> str:
     rows = "\n".join(
         f"| {s['path']} | {s['format']} | {s['weight']} | {s['found']} | {s['kept']} | {s['eval']} | "
         f"{s['train']} | {', '.join(f'{k}: {v}' for k, v in s['removed'].items()) or '-'} |"
@@ -95,7 +95,7 @@ def render_markdown(card: dict) -> str:
   (held out by line: no eval reply appears in train)
 - assistant turns per sample: {', '.join(f'{k}: {v}' for k, v in card['turns'].items())}
 - tokens per sample (train): {tokens['train']}; eval: {tokens['eval']}
-- tokenizer: `{tokens['tokenizer']}`
+- tokenizer of the token counts: `{tokens['tokenizer']}`{f" ({counted_with})" if counted_with else ""}
 - removed: {', '.join(f'{k}: {v}' for k, v in card['removed'].items()) or 'nothing'}
 
 | source | format | weight | found | kept | eval | train | removed |

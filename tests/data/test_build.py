@@ -104,3 +104,14 @@ def test_build_yaml_checks_numbers_and_filters(tmp_path):
     assert f"{path}:2: field 'eval_fraction' must be a number from 0 to 0.9" in str(e.value)
     assert "write eval_fraction: 0.2 without quotes" in str(e.value)
     assert f"{path}:3: 'max_char' is not a field of filters" in str(e.value) and "'max_chars'?" in str(e.value)
+
+
+def test_the_card_says_which_tokenizer_counted(tmp_path, tiny_model):
+    """The tiny model's counts are not a real base's: the console and card.md say whose they are."""
+    from kit.data.build import counting_tokenizer
+
+    path, said = counting_tokenizer("bajie", None)
+    assert "tiny model's" in said and "recipes/bajie.py's base" in said and "--tokenizer BASE_FOLDER" in said
+    assert counting_tokenizer("bajie", tiny_model) == (tiny_model, "given with --tokenizer")
+    card = (build_character("bajie", tmp_path / "built") / "card.md").read_text(encoding="utf-8")
+    assert f"tokenizer of the token counts: `{path}` (the tiny model's" in card
