@@ -45,8 +45,9 @@ def show(n: int):
 def init(workdir: Path = WORKDIR, character: str = CHARACTER):
     """Put the embedded tiny InternLM2 in WORKDIR/base: the CPU stand-in for InternLM2-Chat-1.8B."""
     from kit.tiny import build_tiny_model
+    from kit.workspace import Workspace
 
-    base = build_tiny_model(workdir / "base", character=character)
+    base = build_tiny_model(Workspace(workdir).base, character=character)
     Console().print(f"tiny InternLM2 for {character} → {base}\nnext: kit lab check 1 --workdir {workdir}")
 
 
