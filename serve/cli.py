@@ -60,7 +60,11 @@ def serve(
     kv: str = typer.Option(None, "--kv", help="LMDeploy KV-cache quantization: int8 or int4."),
     gpu_fraction: float = typer.Option(1.0, min=0.05, max=1.0, help="Share of the GPU the servers may use."),
     host: str = typer.Option("127.0.0.1", help="Bind address (anything but loopback exposes the models)."),
-    port: int = typer.Option(23333, help="First API port (LMDeploy: base on PORT, tuned on PORT+1)."),
+    port: int = typer.Option(23333, help="API port (LMDeploy with two servers: base on PORT, tuned on PORT+1)."),
+    two_servers: bool = typer.Option(False, "--two-servers", help="LMDeploy: one server per model, even when "
+                                     "the tuned model's adapter could be served beside the base in one."),
+    eager_mode: bool = typer.Option(False, "--eager-mode", help="LMDeploy PyTorch engine without CUDA graphs: "
+                                    "no graph capture at start, slower decoding."),
     ui_port: int = typer.Option(8501, help="Port of the Streamlit compare page."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Serve the API only."),
     character: str = typer.Option(None, help="Persona for the default system prompt and chat template "
@@ -74,5 +78,5 @@ def serve(
     from kit.serve.settings import ServeSettings
 
     run_serve(ServeSettings(base=base, tuned=tuned, engine=engine, backend=backend, kv=kv, gpu_fraction=gpu_fraction,
-                            host=host, port=port, ui_port=ui_port, ui=not no_ui, character=character,
-                            api_key_env=api_key_env, votes=votes), Console())
+                            two_servers=two_servers, eager=eager_mode, host=host, port=port, ui_port=ui_port,
+                            ui=not no_ui, character=character, api_key_env=api_key_env, votes=votes), Console())

@@ -1,5 +1,5 @@
 """LMDeploy's api_server, as kit starts it: the persona's chat template, a KV-cache share sized for the
-GPU (slice) that base and tuned share, loopback by default.
+GPU (slice) that base and tuned share, a LoRA adapter served as a second model name, loopback by default.
 
 kit never imports lmdeploy (it lives in its own environment, docs/environment.md): it builds command
 lines for that interpreter. Everything here is pure, so it is unit-tested on CPU.
@@ -7,6 +7,7 @@ lines for that interpreter. Everything here is pure, so it is unit-tested on CPU
 
 import json
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from kit.serve import tether
 
 KV_POLICY = {"int8": 8, "int4": 4}  # LMDeploy's --quant-policy values for KV-cache quantization
 RESERVE_MIB = 1536  # per server: CUDA context, activations, sampling buffers
+# LMDeploy's PyTorch engine adds LoRA to its own linear layers only: InternLM2's `output` head and the
+# embeddings have no slot (0.18 on an H200: `KeyError: 'output.lora_A'` kills the engine at start).
+NO_LORA_SLOT = ("output", "tok_embeddings")
 
 
 def chat_template_config(persona: Persona) -> dict:
@@ -34,12 +38,29 @@ def write_chat_template(persona: Persona, path: Path) -> Path:
 
 
 def weight_mib(model: Path) -> float:
-    """Weights as loaded on the GPU: file sizes, halved for fp32 checkpoints (LMDeploy runs fp16/bf16)."""
+    """Weights as loaded on the GPU: file sizes, halved for fp32 checkpoints (LMDeploy runs fp16/bf16).
+    An adapter folder (no config.json) counts as it is on disk."""
     model = Path(model)
     files = [p for p in model.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file()]
     size = sum(p.stat().st_size for p in files) / 2**20
-    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
-    return size / 2 if config.get("torch_dtype") == "float32" else size
+    config = model / "config.json"
+    fp32 = config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("torch_dtype") == "float32"
+    return size / 2 if fp32 else size
+
+
+def lora_blocker(target_modules) -> str | None:
+    """Why LMDeploy cannot serve a LoRA adapter with these target modules, or None when it can."""
+    targets = [target_modules] if isinstance(target_modules, str) else list(target_modules or [])
+    blocked = sorted(t for t in targets if t in NO_LORA_SLOT)
+    if not blocked:
+        return None
+    return f"its LoRA targets {' and '.join(blocked)}, for which LMDeploy has no LoRA slot"
+
+
+def adapter_blocker(adapter: Path) -> str | None:
+    """lora_blocker for a PEFT adapter folder, read from its adapter_config.json."""
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    return lora_blocker(config.get("target_modules"))
 
 
 def is_awq(model: Path) -> bool:
@@ -82,16 +103,22 @@ class ApiServer:
     backend: str = "pytorch"
     kv: str | None = None  # "int8" | "int4"
     session_len: int | None = None
+    adapters: tuple[tuple[str, Path], ...] = ()  # (model name, PEFT adapter folder) served beside `name`
+    eager: bool = False  # the PyTorch engine without CUDA graphs: no capture at start, slower decoding
 
 
 def api_server_command(python: Path, server: ApiServer, chat_template: Path, host: str = "127.0.0.1",
                        api_key_env: str | None = None) -> list[str]:
     """`lmdeploy serve api_server`, tethered to `kit serve`; the API key goes from $api_key_env to
     LMDeploy's `--api-keys` inside the child, never onto a command line that `ps` shows."""
-    args = ["serve", "api_server", str(server.model),
-            "--backend", server.backend, "--model-name", server.name, "--chat-template", str(chat_template),
+    # --adapters takes every value up to the next flag (nargs="*"), so a flag follows it
+    adapters = ["--adapters", *(f"{name}={path}" for name, path in server.adapters)] if server.adapters else []
+    args = ["serve", "api_server", str(server.model), "--model-name", server.name, *adapters,
+            "--backend", server.backend, "--chat-template", str(chat_template),
             "--cache-max-entry-count", str(server.cache_fraction), "--server-name", host,
             "--server-port", str(server.port), "--trust-remote-code", "--log-level", "WARNING"]
+    if server.eager and server.backend == "pytorch":
+        args += ["--eager-mode"]
     if server.kv:
         args += ["--quant-policy", str(KV_POLICY[server.kv])]
     if is_awq(server.model):
@@ -114,8 +141,11 @@ def pick_backend(python: Path, model: Path) -> str:
 
 
 def gpu_memory_mib() -> tuple[float, float]:
-    """(free, total) memory of GPU 0."""
-    import torch
-
-    free, total = torch.cuda.mem_get_info(0)
+    """(free, total) memory of GPU 0, asked from a child process: a CUDA context made in `kit serve`
+    itself would hold ~0.5 GB of the card for the whole session (seen in nvidia-smi on an H100)."""
+    probe = "import torch; print(*torch.cuda.mem_get_info(0))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise KitError("could not read the GPU's free memory", out.stderr.strip()[-300:] or "check `nvidia-smi`")
+    free, total = map(int, out.stdout.split()[-2:])
     return free / 2**20, total / 2**20

@@ -5,6 +5,7 @@ current directory, e.g. demo/merged from `kit demo` or runs/bajie/merged from `k
 the path recorded in merged/kit_merge.json ("base"), else the sibling folder `base` (kit.workspace).
 """
 
+import json
 from pathlib import Path
 
 from kit.errors import KitError
@@ -26,3 +27,13 @@ def resolve_models(base: Path | None, tuned: Path | None, root: Path | None = No
             raise KitError(f"{name} model {path}: not a Hugging Face model folder (no config.json)",
                            "point it at a folder written by `kit demo`, `kit merge` or `kit quantize`")
     return models
+
+
+def adapter_of(tuned: Path) -> Path | None:
+    """The PEFT adapter a merged model was made from (kit_merge.json's "adapter", written by `kit merge`),
+    if that folder is still there."""
+    record = Path(tuned) / "kit_merge.json"
+    if not record.is_file():
+        return None
+    adapter = json.loads(record.read_text(encoding="utf-8")).get("adapter")
+    return Path(adapter) if adapter and (Path(adapter) / "adapter_config.json").is_file() else None

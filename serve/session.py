@@ -49,6 +49,8 @@ def run_serve(s: ServeSettings, console: Console) -> None:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         for server in servers:
+            if server.note:
+                console.print(f"note: {server.note}", markup=False)
             console.print(f"starting {server.label}: {' '.join(server.cmd)}")
             proc = children.start(server.label, server.cmd)
             children.wait_ready(server.label, proc, f"{server.url}/models", headers, server.start_timeout)

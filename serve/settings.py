@@ -13,8 +13,10 @@ class ServeSettings:
     backend: str = "auto"  # LMDeploy's engine: turbomind | pytorch | auto
     kv: str | None = None  # LMDeploy KV-cache quantization: int8 | int4
     gpu_fraction: float = 1.0
+    two_servers: bool = False  # LMDeploy: one server per model even when the tuned one has a servable adapter
+    eager: bool = False  # LMDeploy's PyTorch engine without CUDA graphs (--eager-mode)
     host: str = "127.0.0.1"
-    port: int = 23333  # LMDeploy: base on port, tuned on port + 1
+    port: int = 23333  # LMDeploy with two servers: base on port, tuned on port + 1
     ui_port: int = 8501
     ui: bool = True
     character: str | None = None  # None: the one the models record

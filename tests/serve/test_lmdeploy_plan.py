@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,80 @@ def test_lmdeploy_plan_two_servers(tiny_model, tuned_model, tmp_path, monkeypatc
     assert json.loads(template.read_text())["meta_instruction"] == persona_for("bajie").system_prompt
     assert all(p.cmd[p.cmd.index("--quant-policy") + 1] == "4" for p in plans)
     assert all("sk-secret-in-env" not in " ".join(p.cmd) for p in plans)
+
+
+def _merged_with_adapter(tmp_path: Path, base: Path, targets: list[str]) -> Path:
+    """A merged-model folder whose kit_merge.json names its base and a PEFT adapter with these targets."""
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 64, "target_modules": targets}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 2**20)
+    shutil.copytree(base, merged)
+    (merged / "kit_merge.json").write_text(json.dumps({"base": str(base), "adapter": str(adapter),
+                                                       "character": "bajie"}))
+    return merged
+
+
+def _no_key_value(plans, key: str) -> bool:
+    return all(key not in " ".join(p.cmd) and "--api-keys" not in p.cmd[p.cmd.index("lmdeploy"):] for p in plans)
+
+
+def test_lmdeploy_plan_one_server_for_base_and_adapter(tiny_model, tmp_path, monkeypatch):
+    """A merged model whose recorded adapter LMDeploy can load: one api_server, the base loaded once,
+    `base` and `tuned` (the adapter) as its two model names, the whole budget for its KV cache."""
+    monkeypatch.setenv("KIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("KIT_TEST_SERVE_KEY", "sk-secret-in-env")
+    merged = _merged_with_adapter(tmp_path, tiny_model, ["wqkv", "wo", "w1", "w2", "w3"])
+    settings = ServeSettings(engine="lmdeploy", port=24000, character="bajie", api_key_env="KIT_TEST_SERVE_KEY",
+                             gpu_fraction=0.3)
+    (plan,) = plan_servers({"base": tiny_model, "tuned": merged}, settings, free_mib=20000, python=Path("/lm/python"))
+    assert plan.names == ("base", "tuned") and plan.url == "http://127.0.0.1:24000/v1" and not plan.note
+    cmd = plan.cmd
+    assert cmd[cmd.index("api_server") + 1] == str(tiny_model) and str(merged) not in cmd
+    assert cmd[cmd.index("--model-name") + 1] == "base"
+    assert cmd[cmd.index("--adapters") + 1] == f"tuned={tmp_path / 'adapter'}"
+    assert cmd[cmd.index("--adapters") + 2].startswith("--")  # nargs="*": the next flag ends the list
+    assert cmd[cmd.index("--backend") + 1] == "pytorch"  # LoRA adapters run on the PyTorch engine only
+    weights = lm.weight_mib(tiny_model) + 1.0  # the base once, plus the adapter
+    assert float(cmd[cmd.index("--cache-max-entry-count") + 1]) == lm.cache_fractions(20000, [weights],
+                                                                                        limit_mib=6000)[0]
+    assert "--eager-mode" not in cmd and _no_key_value([plan], "sk-secret-in-env")
+    eager = plan_servers({"base": tiny_model, "tuned": merged}, replace(settings, eager=True), free_mib=20000,
+                         python=Path("/lm/python"))
+    assert "--eager-mode" in eager[0].cmd
+
+
+def test_lmdeploy_plan_two_servers_when_the_adapter_has_no_lmdeploy_slot(tiny_model, tmp_path, monkeypatch):
+    """LoRA on the `output` head (XTuner's default) or the embeddings kills LMDeploy's engine: two servers,
+    and a note that says why; --two-servers forces them for a servable adapter too."""
+    monkeypatch.setenv("KIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("KIT_TEST_SERVE_KEY", "sk-secret-in-env")
+    merged = _merged_with_adapter(tmp_path, tiny_model, ["wqkv", "wo", "w1", "w2", "w3", "output"])
+    settings = ServeSettings(engine="lmdeploy", port=24000, character="bajie", api_key_env="KIT_TEST_SERVE_KEY",
+                             backend="pytorch")
+    models = {"base": tiny_model, "tuned": merged}
+    plans = plan_servers(models, settings, free_mib=20000, python=Path("/lm/python"))
+    assert [p.names for p in plans] == [("base",), ("tuned",)] and all("--adapters" not in p.cmd for p in plans)
+    assert plans[0].note == "" and "targets output" in plans[1].note and "LoRA slot" in plans[1].note
+    assert plans[1].cmd[plans[1].cmd.index("api_server") + 1] == str(merged)
+    assert _no_key_value(plans, "sk-secret-in-env")
+
+    (tmp_path / "ok").mkdir()
+    servable = _merged_with_adapter(tmp_path / "ok", tiny_model, ["wqkv", "wo"])
+    forced = plan_servers({"base": tiny_model, "tuned": servable}, replace(settings, two_servers=True),
+                          free_mib=20000, python=Path("/lm/python"))
+    assert [p.names for p in forced] == [("base",), ("tuned",)] and not any(p.note for p in forced)
+    assert _no_key_value(forced, "sk-secret-in-env")
+    elsewhere = tmp_path / "other-base"
+    shutil.copytree(tiny_model, elsewhere)  # the adapter was not trained on this base
+    other = plan_servers({"base": elsewhere, "tuned": servable}, settings, free_mib=20000, python=Path("/lm/python"))
+    assert len(other) == 2 and "not on the base served here" in other[1].note
+
+
+def test_lora_blocker():
+    assert lm.lora_blocker(["wqkv", "wo", "w1", "w2", "w3"]) is None
+    assert "tok_embeddings" in lm.lora_blocker(["wqkv", "tok_embeddings"])
+    assert "output and tok_embeddings" in lm.lora_blocker(["output", "wqkv", "tok_embeddings"])
 
 
 def test_transformers_plan_is_one_server_for_both(tiny_model, tuned_model):
