@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kit import atomic
 from kit.artifacts import persona_record
+from kit.serve.lmdeploy_cmd import lora_blocker
 
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias")
 # What makes a folder kit's own: `kit merge` replaces a folder holding its record, and no other.
@@ -32,6 +33,16 @@ def _data_summary(data_dir: Path | None) -> list[str]:
             if flat:
                 lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in flat.items()))
     return lines
+
+
+def _adapter_server_lines(m, base: Path, adapter: Path) -> list[str]:
+    """LMDeploy serving base + adapter without merging, only where LMDeploy can load the adapter."""
+    blocker = lora_blocker(m.lora.get("target_modules"))
+    if blocker:
+        return [f"# base + adapter in one LMDeploy server: not possible, {blocker}"]
+    return ["# base + adapter without merging",
+            f"lmdeploy serve api_server {base} --adapters {m.persona.character}={adapter} "
+            "--backend pytorch --server-name 127.0.0.1"]
 
 
 def render(m, adapter_out: Path, merged_out: Path) -> str:
@@ -79,8 +90,7 @@ def render(m, adapter_out: Path, merged_out: Path) -> str:
         "# LMDeploy on a GPU (its own environment: make lmdeploy-env)",
         f"lmdeploy chat {merged} --backend pytorch",
         f"lmdeploy serve api_server {merged} --backend pytorch --server-name 127.0.0.1",
-        "# base + adapter without merging",
-        f"lmdeploy serve api_server {base} --adapters {persona.character}={adapter} --backend pytorch",
+        *_adapter_server_lines(m, base, adapter),
         "# xtuner chat reads no chat template: give it the persona",
         f"xtuner chat {merged} --prompt-template internlm2_chat --system {system}",
         "```",
@@ -129,8 +139,7 @@ def write_adapter_card(m, out: Path, adapter_out: Path, merged_out: Path) -> Non
         "```",
         "",
         "```bash",
-        f"lmdeploy serve api_server {base} --adapters {m.persona.character}={adapter} "
-        "--backend pytorch --server-name 127.0.0.1",
+        *_adapter_server_lines(m, base, adapter),
         "```",
         "",
         "The base's own chat template has no persona: send the persona's system prompt with each "

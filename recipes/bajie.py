@@ -19,6 +19,11 @@
 #                               `kit train --gpu-fraction` prints the full memory plan.
 #   r=64, alpha=16, dropout 0.1 enough capacity for a speaking style; alpha/r=0.25 keeps updates
 #                               gentle so the chat skills of the base model survive.
+#   LoRA on wqkv, wo, w1-w3     every linear layer but the output head (XTuner's default includes it),
+#                               as LLaMA-Factory and PEFT practice leave lm_head out: the head's LoRA
+#                               is r x (2,048 + 92,544) = 6.1M parameters at r=64 (+10% on the layers'
+#                               62.9M), and LMDeploy has no LoRA slot for it, so only a head-free
+#                               adapter serves beside the base in one `kit serve` server.
 #   lr 2e-4, cosine, 3% warm-up the usual LoRA rate; role-play data is small, so no higher.
 #   max_length 2048, packing    short dialogue turns packed into full 2048-token rows: no padding
 #                               waste, one row per step regardless of sample length.
@@ -65,7 +70,7 @@ pretrained_model_name_or_path = os.environ.get("KIT_BASE_MODEL", "internlm/inter
 quantize_4bit = True
 torch_dtype = torch.float16
 lora_r, lora_alpha, lora_dropout = 64, 16, 0.1
-lora_targets = None  # XTuner's default: every linear layer, the output head included
+lora_targets = ["wqkv", "wo", "w1", "w2", "w3"]  # not the output head: see the header
 
 # Data
 data_dir = os.environ.get("KIT_DATA_DIR", os.path.join(project_dir, "datasets", character, "built"))

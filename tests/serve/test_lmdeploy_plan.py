@@ -188,10 +188,21 @@ def test_lmdeploy_plan_two_servers_when_the_adapter_has_no_lmdeploy_slot(tiny_mo
     assert len(other) == 2 and "not on the base served here" in other[1].note
 
 
-def test_lora_blocker():
+def test_lora_blocker_and_the_model_cards_adapter_line():
+    """The model cards print `lmdeploy serve … --adapters` only for an adapter LMDeploy can load."""
+    from types import SimpleNamespace
+
+    from kit.convert.card import _adapter_server_lines
+
     assert lm.lora_blocker(["wqkv", "wo", "w1", "w2", "w3"]) is None
     assert "tok_embeddings" in lm.lora_blocker(["wqkv", "tok_embeddings"])
     assert "output and tok_embeddings" in lm.lora_blocker(["output", "wqkv", "tok_embeddings"])
+    run = SimpleNamespace(persona=SimpleNamespace(character="bajie"), lora={"target_modules": ["wqkv", "w2"]})
+    (comment, command) = _adapter_server_lines(run, Path("/m/base"), Path("/m/adapter"))
+    assert command.startswith("lmdeploy serve api_server /m/base --adapters bajie=/m/adapter --backend pytorch")
+    run.lora["target_modules"] = ["wqkv", "output"]
+    (comment,) = _adapter_server_lines(run, Path("/m/base"), Path("/m/adapter"))
+    assert comment.startswith("# ") and "output" in comment
 
 
 def test_transformers_plan_is_one_server_for_both(tiny_model, tuned_model):
