@@ -16,54 +16,29 @@ RUN_ROOTS = ("work_dirs", "runs")
 MERGED, QUANTIZED_SUFFIX = "merged", "-w4a16"
 
 
+def _inside(*parts: str) -> property:
+    return property(lambda ws: ws.root.joinpath(*parts))
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+
+    base = _inside("base")
+    data = _inside("data")
+    train_file = _inside("data", "train.jsonl")
+    eval_file = _inside("data", "eval.jsonl")
+    work = _inside("work")  # XTuner's work dir
+    adapter = _inside("adapter")
+    merged = _inside(MERGED)
+    quantized = _inside(MERGED + QUANTIZED_SUFFIX)
+    eval = _inside("eval")
+    report = _inside("eval", "report.json")
 
     @classmethod
     def around(cls, model: Path) -> "Workspace":
         """The workspace a model folder (DIR/merged, DIR/base, …) sits in."""
         return cls(Path(model).parent)
-
-    @property
-    def base(self) -> Path:
-        return self.root / "base"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def train_file(self) -> Path:
-        return self.data / "train.jsonl"
-
-    @property
-    def eval_file(self) -> Path:
-        return self.data / "eval.jsonl"
-
-    @property
-    def work(self) -> Path:
-        return self.root / "work"
-
-    @property
-    def adapter(self) -> Path:
-        return self.root / "adapter"
-
-    @property
-    def merged(self) -> Path:
-        return self.root / MERGED
-
-    @property
-    def quantized(self) -> Path:
-        return quantized_beside(self.merged)
-
-    @property
-    def eval(self) -> Path:
-        return self.root / "eval"
-
-    @property
-    def report(self) -> Path:
-        return self.eval / "report.json"
 
 
 def quantized_beside(model: Path) -> Path:
