@@ -21,8 +21,8 @@ from kit.artifacts import persona_record
 from kit.errors import KitError
 from kit.eval.backends import Endpoint, is_url, open_model
 from kit.eval.identity import identity_consistency
-from kit.eval.perplexity import heldout_perplexity
 from kit.eval.samples import Sample, load_samples
+from kit.eval.score import persona_answers
 from kit.eval.style import style_marker_rate
 from kit.persona import Persona
 
@@ -109,15 +109,8 @@ class DriftSettings:
 
 def observe(model, persona: Persona, samples: list[Sample], settings: DriftSettings, advance=lambda: None) -> dict:
     """One stage's greedy replies, held-out perplexity and persona metrics."""
-    def ask(messages):
-        reply = model.generate(messages, settings.max_new_tokens)
-        advance()
-        return reply
-
-    system = [{"role": "system", "content": persona.system_prompt}]
-    ppl = heldout_perplexity(model, samples[:settings.ppl_limit], advance)
-    probes = [ask(system + [{"role": "user", "content": q}]) for q in persona.probe_questions]
-    heldout = [ask(s.context) for s in samples[:settings.gen_limit]]
+    ppl, probe_pairs, heldout_pairs = persona_answers(model, persona, samples, settings, advance)
+    probes, heldout = [r for _, r in probe_pairs], [r for _, r in heldout_pairs]
     return {"model": model.label, "perplexity": ppl.value, "perplexity_reason": ppl.reason,
             "style_marker_rate": style_marker_rate(probes + heldout, persona).rate,
             "identity_consistency": identity_consistency(probes, persona).rate,

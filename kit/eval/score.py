@@ -26,18 +26,30 @@ def work_units(persona: Persona, samples: list[Sample], general: list[GeneralIte
     return ppl + gens + len(general) + (gens if judged else 0)
 
 
+def persona_answers(model, persona: Persona, samples: list[Sample], settings, advance=lambda: None):
+    """What every persona metric reads, and the drift gate compares: held-out perplexity, and the greedy
+    (prompt, reply) pairs for the probe questions (under the persona's system prompt) and held-out contexts."""
+    ppl = heldout_perplexity(model, samples[:settings.ppl_limit], advance)
+    probes = [(q, ask(model, settings, persona_turn(persona, q), advance)) for q in persona.probe_questions]
+    heldout = [(s.context[-1]["content"], ask(model, settings, s.context, advance))
+               for s in samples[:settings.gen_limit]]
+    return ppl, probes, heldout
+
+
+def ask(model, settings, messages: list[dict], advance) -> str:
+    reply = model.generate(messages, settings.max_new_tokens)
+    advance()
+    return reply
+
+
+def persona_turn(persona: Persona, prompt: str) -> list[dict]:
+    return [{"role": "system", "content": persona.system_prompt}, {"role": "user", "content": prompt}]
+
+
 def score_model(model, persona: Persona, samples: list[Sample], general: list[GeneralItem],
                 settings: EvalSettings, judge: Judge | None = None, advance=lambda: None) -> dict:
-    def ask(messages):
-        reply = model.generate(messages, settings.max_new_tokens)
-        advance()
-        return reply
-
-    system = [{"role": "system", "content": persona.system_prompt}]
-    ppl = heldout_perplexity(model, samples[:settings.ppl_limit], advance)
-    probes = [(q, ask(system + [{"role": "user", "content": q}])) for q in persona.probe_questions]
-    heldout = [(s.context[-1]["content"], ask(s.context)) for s in samples[:settings.gen_limit]]
-    general_replies = [ask(system + [{"role": "user", "content": g.prompt}]) for g in general]
+    ppl, probes, heldout = persona_answers(model, persona, samples, settings, advance)
+    general_replies = [ask(model, settings, persona_turn(persona, g.prompt), advance) for g in general]
 
     replies = [r for _, r in probes + heldout]
     style = style_marker_rate(replies, persona)
