@@ -1,8 +1,9 @@
 """Check OpenAI-compatible endpoints with the official `openai` client and time them.
 
-  python bench/serve_client.py URL=MODEL [URL=MODEL…] [--concurrency 32] [--max-tokens 128]
+  python bench/serve_client.py URL=MODEL [URL=MODEL…] [--concurrency 32] [--max-tokens 128] [--raw FILE]
 For each model: a plain and a streamed answer, the persona check (a request without a system prompt
-must cost as many prompt tokens as one with the persona's), and N concurrent streams. Prints JSON.
+must cost as many prompt tokens as one with the persona's), and N concurrent streams (0: none).
+Prints JSON; --raw appends, per model, the plain answer and every chunk of the stream as received.
 """
 
 import argparse
@@ -15,22 +16,30 @@ import openai
 PERSONA_PROBE = "你是谁？"
 
 
-def check(url: str, model: str, system: str | None, max_tokens: int) -> dict:
+def check(url: str, model: str, system: str | None, max_tokens: int, raw: str | None = None) -> dict:
     c = openai.OpenAI(base_url=url, api_key="none", timeout=300, max_retries=0)
     user = [{"role": "user", "content": PERSONA_PROBE}]
     t = time.monotonic()
     plain = c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0)
     plain_s = time.monotonic() - t
-    t, first, parts = time.monotonic(), None, []
+    t, first, parts, chunks = time.monotonic(), None, [], []
     for ch in c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0,
                                         stream=True):
+        chunks.append(ch.model_dump())
         if ch.choices and ch.choices[0].delta.content:
             first = first or time.monotonic() - t
             parts.append(ch.choices[0].delta.content)
+    if raw:  # what the server sent, to see why a stream differs from the plain answer
+        with open(raw, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"url": url, "model": model, "plain": plain.model_dump(), "stream": chunks},
+                               ensure_ascii=False) + "\n")
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     result = {"model": model, "url": url, "plain_s": round(plain_s, 3),
               "completion_tokens": plain.usage.completion_tokens, "prompt_tokens": plain.usage.prompt_tokens,
               "tok_per_s_single": round(plain.usage.completion_tokens / plain_s, 1),
               "finish_reason": plain.choices[0].finish_reason, "stream_chunks": len(parts),
+              "stream_events": len(chunks), "stream_finish_reason": finishes[-1] if finishes else None,
+              "plain_chars": len(plain.choices[0].message.content or ""), "stream_chars": len("".join(parts)),
               "stream_first_token_s": round(first, 3) if first else None,
               "plain_equals_stream": "".join(parts) == plain.choices[0].message.content}
     if system:
@@ -71,11 +80,13 @@ def main() -> None:
     p.add_argument("--system", default=None, help="persona system prompt to compare against")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--raw", default=None, help="append the plain answer and the stream's chunks here (JSONL)")
     a = p.parse_args()
     for target in a.targets:
         url, model = target.rsplit("=", 1)
-        r = check(url, model, a.system, a.max_tokens)
-        r |= asyncio.run(concurrent(url, model, a.concurrency, a.max_tokens))
+        r = check(url, model, a.system, a.max_tokens, a.raw)
+        if a.concurrency:
+            r |= asyncio.run(concurrent(url, model, a.concurrency, a.max_tokens))
         print(json.dumps(r, ensure_ascii=False), flush=True)
 
 

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# GPU-machine deploy bench (issue 18), one call of at most ~9 minutes on an H200, LMDeploy 0.18 PyTorch engine:
+#   A  kit serve, one server for base + adapter (30% slice): ready_s, one_server_mib, plain == stream and
+#      the persona default for both names, single-stream tokens/s
+#   C  kit serve --two-servers (30% slice): two_server_mib, its ready time; meanwhile kit quantize --w4a16,
+#      then the W4A16 model served twice (10% slices: as quantized, and with --kv int8)
+#   D  kit eval --drift adapter → merged → W4A16 → KV int8
+#   B  A again with --eager-mode (no CUDA graphs), if time is left: ready time and speed against A
+# Run in that order; ready times in C are taken while kit quantize and the W4A16 servers start beside it.
+# The model is InternLM2-1.8B-shaped with random weights (bench/serve_build_model.py); the adapter is a
+# random LoRA on recipes/bajie.py's GPU targets and the merged model its merge (bench/deploy_models.py).
+# Before: bash bench/deploy_inputs.sh (here); carry .whl-serve, .whl-train and .serve-gpu.
+# $OUT gets summary.txt (every step, as it happens), deploy.json (the results, rewritten after each
+# stage), streams.jsonl (raw plain and streamed answers), drift.png and logs.tar.gz (server logs
+# with a time stamp on every line, client output, the drift report).
+set -uo pipefail
+O=${OUT:-/tmp/out}; mkdir -p "$O"
+L=/tmp/deploy-logs; rm -rf "$L"; mkdir -p "$L"
+BUDGET=${DEPLOY_BUDGET_S:-540}  # seconds; stages that no longer fit are skipped, and say so
+REPO=$PWD
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 KIT_HOME=$PWD KIT_LMDEPLOY_PYTHON=python3 COLUMNS=400
+say() { echo "== $(date +%T) +${SECONDS}s $*" | tee -a "$O/summary.txt"; }
+fact() { printf '{"%s": %s}\n' "$1" "$2" >>"$L/facts.jsonl"; say "$1 = $2"; }  # VALUE is JSON
+left() { echo $((BUDGET - SECONDS)); }
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$1" "$(now)"; }
+stamp() { tr '\r' '\n' | while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done; }
+gpu_line() { echo "$(nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader) | apps: $(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | tr '\n' ' ')"; }
+gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
+tree_pids() {  # PID and all its descendants
+  local all=$1 frontier=$1 next p
+  while [ -n "$frontier" ]; do
+    next=""; for p in $frontier; do next+=" $(ps -o pid= --ppid "$p" | tr '\n' ' ')"; done
+    frontier=$(echo $next); all+=" $frontier"
+  done; echo "$all"
+}
+tree_mib() {  # GPU memory of a process tree, from nvidia-smi's per-process list
+  nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits |
+    awk -F', *' -v pids=" $(tree_pids "$1") " 'index(pids, " " $1 " ") {s += $2} END {print s + 0}'
+}
+bundle() {  # what comes back: deploy.json from the facts so far, the logs as one file
+  python3 "$REPO/bench/deploy_report.py" "$L" "$O/deploy.json" >>"$O/summary.txt" 2>&1
+  cp "$L/streams.jsonl" "$O/" 2>/dev/null; cp "$L/drift/drift.png" "$O/" 2>/dev/null
+  tar -czf "$O/logs.tar.gz" -C "$L" . 2>/dev/null
+}
+
+# ---- install, build ----
+say "install (budget ${BUDGET}s)"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-serve .whl-serve/*.whl || { say "FAILED: install .whl-serve"; exit 1; }
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site-kit . >/dev/null || { say "FAILED: install kit"; exit 1; }
+# kit eval's tested stack (transformers 4.48 + peft 0.14, as on the CPU machine) for the drift gate only
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-eval \
+  .whl-train/transformers-*.whl .whl-train/tokenizers-*.whl .whl-train/huggingface_hub-*.whl .whl-train/peft-*.whl \
+  || say "install of the eval stack failed: the drift gate runs on the image's transformers"
+export PYTHONPATH=/tmp/site-kit:/tmp/site-serve
+KIT=(python3 -c 'from kit.cli import main; main()')  # an array, not a function: `&` then gives kit's own pid
+say "serve stack: $(python3 -c 'import torch, transformers, lmdeploy, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "lmdeploy", lmdeploy.__version__, "peft", peft.__version__)' 2>&1 | tail -1)"
+say "eval stack: $(PYTHONPATH=/tmp/site-kit:/tmp/site-eval:/tmp/site-serve python3 -c 'import transformers, peft; print("transformers", transformers.__version__, "peft", peft.__version__)' 2>&1 | tail -1)"
+say "gpu: $(gpu_line)"
+SYSTEM=$(python3 -c 'from kit.persona import persona_for; print(persona_for("bajie").system_prompt)')
+M=/tmp/models/internlm2-1_8b-shape D=/tmp/models/deploy W=/tmp/models/w4a16
+if [ ! -f "$M/model.safetensors" ]; then
+  say "build the 1.8B-shaped model"
+  timeout 240 python3 bench/serve_build_model.py .serve-gpu/tiny "$M" 2>&1 | tail -1 | tee -a "$O/summary.txt"
+fi
+say "adapter + merged"
+timeout 240 python3 bench/deploy_models.py "$M" "$D" 2>&1 | tail -2 | tee -a "$O/summary.txt"
+[ -f "$D/merged/kit_merge.json" ] || { say "FAILED: no merged model"; bundle; exit 1; }
+cd /tmp  # kit serve writes compare votes and LMDeploy its logs relative to here
+BASE_MIB=$(gpu_used); fact baseline_gpu_mib "$BASE_MIB"
+
+# start_serve VAR LOG ARGS…: kit serve in the background; VAR = its pid, VAR_T0 = when it started
+start_serve() {
+  local var=$1 log=$2; shift 2
+  say "kit serve $* (log $log)"
+  "${KIT[@]}" serve "$@" > >(stamp >"$L/$log") 2>&1 &
+  local t0; t0=$(now)
+  printf -v "$var" %s $!; printf -v "${var}_T0" %s "$t0"
+  printf '{"t0_%s": %s}\n' "$log" "$t0" >>"$L/facts.jsonl"  # deploy_report.py times the log's landmarks from it
+}
+# wait_ready VAR LOG LIMIT: 0 once kit serve says every server answers; 1 if it died or LIMIT passed
+wait_ready() {
+  local pid=${!1} log=$2 t=$SECONDS limit=$(( $3 > 10 ? $3 : 10 ))
+  until grep -q "Ctrl-C stops everything" "$L/$log" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null || [ $((SECONDS - t)) -gt "$limit" ]; then
+      say "FAILED: $log not ready ($(kill -0 "$pid" 2>/dev/null && echo "after $limit s" || echo "kit serve exited"))"
+      tail -25 "$L/$log" | cut -c1-300 | tee -a "$O/summary.txt"; return 1
+    fi
+    sleep 1
+  done
+}
+stop_serve() {  # SIGTERM, as Ctrl-C; SIGKILL after 30 s
+  local pid=$1 t=$SECONDS
+  kill -TERM "$pid" 2>/dev/null
+  while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - t)) -lt 30 ]; do sleep 1; done
+  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; say "stopped kit serve $pid; gpu: $(gpu_line)"
+}
+client() {  # NAME TARGETS… [-- CLIENT OPTIONS]: bench/serve_client.py, JSON lines to $L/client_NAME.jsonl
+  local name=$1; shift
+  timeout 150 python3 "$REPO/bench/serve_client.py" "$@" --system "$SYSTEM" --max-tokens 128 \
+    --raw "$L/streams.jsonl" >"$L/client_$name.jsonl" 2>"$L/client_$name.err"
+  say "client $name exit $?: $(cut -c1-600 "$L/client_$name.jsonl" | tr '\n' ' ') $(tail -2 "$L/client_$name.err")"
+}
+ARGS=(--engine lmdeploy --base "$M" --tuned "$D/merged" --no-ui --gpu-fraction 0.3)
+
+# ---- A: one server, base + adapter ----
+start_serve A one.log "${ARGS[@]}" --port 23333
+if wait_ready A one.log 360; then
+  fact ready_s "$(since "$A_T0")"; fact one_server_mib "$(tree_mib "$A")"
+  fact one_server_gpu_used_mib "$(( $(gpu_used) - BASE_MIB ))"; say "gpu: $(gpu_line)"
+  grep -E "note:|starting" "$L/one.log" | cut -c1-600 | tee -a "$O/summary.txt"
+  client one http://127.0.0.1:23333/v1=base http://127.0.0.1:23333/v1=tuned --concurrency 16
+fi
+stop_serve "$A"; bundle
+
+# ---- C: two servers; meanwhile quantize, then the W4A16 servers ----
+say "kit quantize (background)"
+( t=$(now); timeout 240 "${KIT[@]}" quantize "$D/merged" --w4a16 -o "$W" --calib-samples 32 --calib-seqlen 512 \
+    > >(stamp >"$L/quantize.log") 2>&1; echo "$? $(since "$t")" >"$L/quantize.rc" ) &
+QPID=$!
+start_serve C two.log "${ARGS[@]}" --port 23343 --two-servers
+wait $QPID; read -r qrc qs <"$L/quantize.rc"; fact quantize_s "$qs"; say "kit quantize exit $qrc"
+W4=""; KV=""
+if [ "$qrc" = 0 ]; then
+  cp "$W/kit_quant.json" "$L/" 2>/dev/null
+  start_serve W4 w4a16.log --engine lmdeploy --tuned "$W" --no-ui --gpu-fraction 0.1 --port 23350
+  start_serve KV kv_int8.log --engine lmdeploy --tuned "$W" --no-ui --gpu-fraction 0.1 --port 23360 --kv int8
+fi
+if wait_ready C two.log $(( $(left) - 100 )); then
+  fact two_server_ready_s "$(since "$C_T0")"; fact two_server_mib "$(tree_mib "$C")"
+  grep -E "note:|starting" "$L/two.log" | cut -c1-600 | tee -a "$O/summary.txt"
+  client two http://127.0.0.1:23343/v1=base http://127.0.0.1:23344/v1=tuned --concurrency 0
+fi
+stop_serve "$C"; bundle
+STAGES=()
+if [ -n "$W4" ] && wait_ready W4 w4a16.log $(( $(left) - 90 )); then
+  fact w4a16_ready_s "$(since "$W4_T0")"; fact w4a16_server_mib "$(tree_mib "$W4")"
+  client w4a16 http://127.0.0.1:23350/v1=tuned --concurrency 32
+  STAGES+=("w4a16=http://127.0.0.1:23350/v1#tuned")
+fi
+if [ -n "$KV" ] && wait_ready KV kv_int8.log 30; then
+  fact kv_int8_server_mib "$(tree_mib "$KV")"
+  client kv_int8 http://127.0.0.1:23360/v1=tuned --concurrency 0
+  STAGES+=("kv-int8=http://127.0.0.1:23360/v1#tuned")
+fi
+bundle
+
+# ---- D: the drift gate ----
+drift() {  # PYTHONPATH: kit eval --drift over adapter, merged and the served stages
+  local t; t=$(now)
+  PYTHONPATH=$1 timeout $(( $(left) - 15 )) "${KIT[@]}" eval --drift "adapter=$D/adapter" "merged=$D/merged" \
+    "${STAGES[@]}" --base "$M" --character bajie --eval-file "$REPO/.serve-gpu/data/eval.jsonl" --out "$L/drift" \
+    --max-new-tokens 24 --gen-limit 6 --ppl-limit 16 > >(stamp >>"$L/drift.log") 2>&1
+  local rc=$?; fact drift_exit "$rc"; fact drift_s "$(since "$t")"; return $rc
+}
+if [ "$(left)" -gt 60 ]; then
+  say "kit eval --drift (stages: adapter merged ${STAGES[*]})"
+  drift /tmp/site-kit:/tmp/site-eval:/tmp/site-serve
+  rc=$?
+  if [ "$rc" != 0 ] && [ "$rc" != 1 ] && [ "$(left)" -gt 60 ]; then  # 1 = a stage drifted: a result
+    say "drift gate failed to run (exit $rc) on transformers 4.48; again on the image's"; tail -15 "$L/drift.log" | cut -c1-300 | tee -a "$O/summary.txt"
+    drift /tmp/site-kit:/tmp/site-serve
+  fi
+  tail -25 "$L/drift.log" | cut -c1-300 | tee -a "$O/summary.txt"
+else fact drift_skipped '"no time left"'; fi
+[ -n "$W4" ] && stop_serve "$W4"; [ -n "$KV" ] && stop_serve "$KV"
+bundle
+
+# ---- B: the same, eager (last: it matters least, and runs alone) ----
+if [ "$(left)" -gt 100 ]; then
+  start_serve B one_eager.log "${ARGS[@]}" --port 23333 --eager-mode
+  if wait_ready B one_eager.log $(( $(left) - 15 )); then
+    fact eager_ready_s "$(since "$B_T0")"; fact eager_one_server_mib "$(tree_mib "$B")"
+    client eager http://127.0.0.1:23333/v1=base http://127.0.0.1:23333/v1=tuned --concurrency 0
+  fi
+  stop_serve "$B"
+else fact eager_skipped '"no time left"'; fi
+bundle; say "done; deploy.json:"; cat "$O/deploy.json" | tee -a "$O/summary.txt"
