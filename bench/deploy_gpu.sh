@@ -89,10 +89,10 @@ wait_ready() {
     sleep 1
   done
 }
-stop_serve() {  # SIGTERM, as Ctrl-C; SIGKILL after 30 s
+stop_serve() {  # SIGTERM, as Ctrl-C; SIGKILL after 20 s
   local pid=$1 t=$SECONDS
   kill -TERM "$pid" 2>/dev/null
-  while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - t)) -lt 30 ]; do sleep 1; done
+  while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - t)) -lt 20 ]; do sleep 1; done
   kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; say "stopped kit serve $pid; gpu: $(gpu_line)"
 }
 client() {  # NAME TARGETS… [-- CLIENT OPTIONS]: bench/serve_client.py, JSON lines to $L/client_NAME.jsonl
