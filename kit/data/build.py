@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kit.atomic import staged_dir
+from kit.atomic import check_target, staged_dir
 from kit.data.card import write_card
 from kit.data.check import sample_problems
 from kit.data.clean import Deduper, Filters, normalize
@@ -108,13 +108,17 @@ def counting_tokenizer(character: str, tokenizer: Path | None) -> tuple[Path, st
     return tiny_tokenizer(character), said
 
 
-def build_character(character: str, out_dir: Path | None = None, tokenizer: Path | None = None) -> Path:
+def build_character(character: str, out_dir: Path | None = None, tokenizer: Path | None = None,
+                    force: bool = False) -> Path:
     """Build train.jsonl, eval.jsonl and the card into out_dir (default datasets/CHARACTER/built)."""
     console = Console(stderr=True)
     folder = character_dir(character)
     persona = persona_for(character)
     config = load_build_config(folder)
     out = Path(out_dir) if out_dir else folder / "built"
+    check_target(out, record="card.json", force=force, option="-o",
+                 protected=[folder / "persona.yaml", folder / "build.yaml",
+                            *(folder / s.path for s in config.sources)])
     train, held_out, stats = split_and_mix(config, persona, console)
     tokenizer, counted_with = counting_tokenizer(character, tokenizer)
     console.print(f"  token counts by the tokenizer in {tokenizer}: {counted_with}", soft_wrap=True)

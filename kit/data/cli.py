@@ -66,11 +66,13 @@ def build(
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default datasets/CHARACTER/built)."),
     tokenizer: Path = typer.Option(None, help="Tokenizer for the token-length stats (a local model "
                                    "folder, e.g. internlm2-chat-1_8b); default: the tiny model's."),
+    force: bool = typer.Option(False, "--force", help="Replace an -o folder kit did not write (never one "
+                               "holding the sources or persona.yaml)."),
 ):
     """datasets/CHARACTER/ sources -> train/eval JSONL + dataset card."""
     from kit.data.build import build_character
 
-    path = build_character(character, out, tokenizer)
+    path = build_character(character, out, tokenizer, force=force)
     Console().print(f"[green]built[/] {path}/train.jsonl, eval.jsonl, card.md, card.json, length_hist.png")
 
 

@@ -221,6 +221,8 @@ def read_source(path: Path) -> str:
         return Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise KitError(f"source not found: {path}", "check the path") from None
+    except IsADirectoryError:
+        raise KitError(f"source {path} is a folder", "name one text file, e.g. sources/script.txt") from None
     except UnicodeDecodeError as e:
         line = Path(path).read_bytes()[:e.start].count(b"\n") + 1
         raise KitError(f"{path}:{line}: not UTF-8 text",

@@ -9,18 +9,20 @@ from kit.data.outpath import check_output
 from kit.data.samples import chat, write_jsonl
 from kit.errors import KitError
 from kit.paths import datasets_dir
-from kit.persona import load_persona
+from kit.persona import load_persona, persona_for
 
 
 def run_extract(src: Path, character: str, aliases: list[str], fmt: str, persona_path: Path | None,
                 out: Path) -> int:
     console = Console(stderr=True)
-    if persona_path is None and (datasets_dir() / character / "persona.yaml").is_file():
+    own = persona_path is None and (datasets_dir() / character / "persona.yaml").is_file()
+    if own:
         persona_path = datasets_dir() / character / "persona.yaml"
     check_output(out, "-o", {"source": src, "persona file": persona_path}, "lines.jsonl")
     names = [character, *aliases]
     if persona_path is not None:
-        persona = load_persona(persona_path)
+        # The character's own file must name it (a copy of 八戒's still says bajie); --persona is any file.
+        persona = persona_for(character) if own else load_persona(persona_path)
         system = persona.system_prompt
         names += [persona.name, *persona.aliases]
     else:

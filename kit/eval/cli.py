@@ -54,6 +54,8 @@ def evaluate(
     from kit.eval.score import EvalSettings
     from kit.paths import character_dir
 
+    if out.exists() and not out.is_dir():
+        raise KitError(f"--out {out} is a file", "pass --out a folder (new, or an earlier eval's)")
     if drift or stages:
         from kit.eval.drift import Thresholds
 

@@ -115,3 +115,21 @@ def test_the_card_says_which_tokenizer_counted(tmp_path, tiny_model):
     assert counting_tokenizer("bajie", tiny_model) == (tiny_model, "given with --tokenizer")
     card = (build_character("bajie", tmp_path / "built") / "card.md").read_text(encoding="utf-8")
     assert f"tokenizer of the token counts: `{path}` (the tiny model's" in card
+
+
+def test_build_never_writes_over_its_sources_nor_into_a_folder_kit_did_not_write(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(ROOT / "datasets" / "bajie", home / "datasets" / "bajie", ignore=shutil.ignore_patterns("built"))
+    monkeypatch.setenv("KIT_HOME", str(home))
+    folder = home / "datasets" / "bajie"
+    before = sorted(p.name for p in (folder / "sources").iterdir())
+    for out in (folder / "sources", folder):
+        with pytest.raises(KitError, match="replacing it would delete it"):
+            build_character("bajie", out)
+    assert sorted(p.name for p in (folder / "sources").iterdir()) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(KitError, match="kit did not write it"):
+        build_character("bajie", mine)
+    assert (mine / "notes.txt").read_text(encoding="utf-8") == "mine"

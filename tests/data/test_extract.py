@@ -1,8 +1,9 @@
 """Extraction from a script and a novel passage written in other hands' styles: every line, nothing else."""
 
 import json
+import shutil
 
-from kit_testing import run_kit
+from kit_testing import ROOT, run_kit
 
 from kit.data.extract import detect_format, extract_lines
 
@@ -162,3 +163,17 @@ def test_extract_refuses_to_write_over_its_source_or_onto_a_folder(tmp_path):
     assert result.returncode == 2, result.stderr
     assert f"-o {tmp_path}: is a folder" in result.stderr
     assert f"fix: name a file, e.g. -o {tmp_path / 'lines.jsonl'}" in result.stderr
+
+
+def test_extract_refuses_a_folder_as_source_and_a_copied_persona_naming_another_character(tmp_path, monkeypatch):
+    result = run_kit("data", "extract", str(tmp_path), "--character", "bajie", "-o", str(tmp_path / "o.jsonl"))
+    assert result.returncode == 2 and f"source {tmp_path} is a folder" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    # datasets/wukong/persona.yaml copied from 八戒's and left saying `character: bajie`: 悟空's lines
+    # would be written under 八戒's system prompt.
+    home = tmp_path / "home"
+    shutil.copytree(ROOT / "datasets" / "bajie", home / "datasets" / "wukong", ignore=shutil.ignore_patterns("built"))
+    result = run_kit("data", "extract", str(home / "datasets/wukong/sources/script.txt"), "--character", "wukong",
+                     "-o", str(tmp_path / "lines.jsonl"), env={"KIT_HOME": str(home), "COLUMNS": "300"})
+    assert result.returncode == 2 and "character 'bajie', but the folder is 'wukong'" in result.stderr, result.stderr
+    assert not (tmp_path / "lines.jsonl").exists()

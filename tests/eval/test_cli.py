@@ -54,3 +54,8 @@ def test_kit_eval_refuses_bad_input(eval_models, tmp_path):
     assert not (tmp_path / "out" / "report.json").exists()
     result = run_kit("eval", "--base", str(eval_models.base), "--eval-file", str(eval_models.eval_file))
     assert result.returncode == 2 and "--tuned" in result.stderr
+    (tmp_path / "a-file").write_text("mine", encoding="utf-8")
+    result = run_kit("eval", "--base", str(eval_models.base), "--tuned", str(eval_models.tuned),
+                     "--eval-file", str(eval_models.eval_file), "--out", str(tmp_path / "a-file"))
+    assert result.returncode == 2 and "is a file" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "a-file").read_text(encoding="utf-8") == "mine"
