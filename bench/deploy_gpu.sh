@@ -24,7 +24,8 @@ fact() { printf '{"%s": %s}\n' "$1" "$2" >>"$L/facts.jsonl"; say "$1 = $2"; }  #
 left() { echo $((BUDGET - SECONDS)); }
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$1" "$(now)"; }
-stamp() { tr '\r' '\n' | while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done; }
+# Line-buffered: a plain `tr` in a pipe holds its output until it exits, so every stamp was the last.
+stamp() { stdbuf -oL tr '\r' '\n' | while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done; }
 gpu_line() { echo "$(nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader) | apps: $(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | tr '\n' ' ')"; }
 gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
 tree_pids() {  # PID and all its descendants
