@@ -7,6 +7,12 @@ from rich.console import Console
 
 from kit.errors import KitError
 
+# What W4A16 buys and costs, measured (bench/README.md, "Deploy"): it saves memory, it is not faster.
+W4A16_TRADE_OFF = ("trade-off (InternLM2-1.8B shape on an H200, LMDeploy 0.18 PyTorch engine, "
+                   "bench/results/2026-12-02-GPU-deploy.json): weights 3,603 → 1,471 MiB, but one stream "
+                   "decodes at 16.9 tokens/s against fp16's 202, and 32 streams at 1,582 tokens/s: quantize "
+                   "when memory is the limit, not for speed")
+
 
 def quantize(
     model: Path = typer.Argument(None, help="HF model folder; default: the newest merged model (docs/serve.md)."),
@@ -48,7 +54,7 @@ def quantize(
         f"weights on disk: {report['weights_mib_before']} MiB → {report['weights_mib_after']} MiB\n"
         f"weights on the GPU (fp16 → W4A16): {report['gpu_weights_mib_before']} MiB → "
         f"{report['gpu_weights_mib_after']} MiB; peak GPU memory while quantizing: {report['peak_gpu_mib']} MiB\n"
-        f"serve it: kit serve --tuned {out}" + (f" --kv {kv}" if kv else ""))
+        f"serve it: kit serve --tuned {out}" + (f" --kv {kv}" if kv else "") + "\n" + W4A16_TRADE_OFF)
 
 
 def serve(
