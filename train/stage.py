@@ -16,6 +16,7 @@ from kit.train.run import RunResult, checkpoints, recipe_env, run_xtuner, xtuner
 from kit.workspace import default_run
 
 DEEPSPEED_STAGES = ("zero1", "zero2", "zero3")
+FEW_SAMPLES = 100  # below this a run recites its few lines rather than taking on a voice (lab 7)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ def run_train(s: TrainSettings, console: Console) -> RunResult | None:
                   f"{facts.setup.method}, max_length {facts.setup.seq_len}")
     samples = preflight.check_data(facts)
     console.print(f"[green]data ok[/]: {samples} samples in {', '.join(map(str, facts.data_files))}")
+    if samples < FEW_SAMPLES:
+        console.print(f"[yellow]warning:[/] {samples} samples is little to learn a character's voice from "
+                      "(the course's 八戒 has 362): add the character's lines, or persona Q&A with "
+                      "`kit data generate` (lab 7)")
     console.print("[bold]memory plan[/] (per GPU)" + ("" if n_gpus else ", for reference: no GPU here"))
     console.print(preflight.check_fit(preflight.memory_plan(facts), s.gpu_fraction, gpu_mib))
     if s.plan_only:

@@ -101,3 +101,31 @@ def test_preflight_refuses_a_base_path_that_is_no_model(tmp_path):
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert f"base model {base}" in proc.stderr and problem in proc.stderr, proc.stderr
         assert "--base" in proc.stderr and "memory plan" not in proc.stderr
+
+
+def test_a_small_dataset_gets_checkpoints_to_pick_from_and_a_warning(tiny_model, tmp_path):
+    """Lab 7 with a first small text (36 samples) saved one checkpoint, so none could be picked."""
+    from pathlib import Path
+
+    from kit_testing import ROOT, run_kit
+
+    from kit.train.preflight import load_recipe
+    from kit.train.run import recipe_env
+
+    from kit.persona import persona_for
+
+    system = persona_for("bajie").system_prompt
+    row = json.dumps({"messages": [{"role": "system", "content": system}, {"role": "user", "content": "你是谁？"},
+                                   {"role": "assistant", "content": "俺老猪是也。"}]}, ensure_ascii=False)
+    recipe = ROOT / "recipes" / "bajie.py"
+    for rows, interval in ((36, 21), (362, 100)):  # 36 x 6 epochs / ~2 packed per row = ~108 iterations
+        data = tmp_path / str(rows)
+        data.mkdir()
+        (data / "train.jsonl").write_text((row + "\n") * rows, encoding="utf-8")
+        cfg = load_recipe(Path(recipe), recipe_env(tiny_model, data, cpu=True))
+        assert cfg.default_hooks.checkpoint.interval == interval
+        assert [h for h in cfg.custom_hooks if h.get("every_n_iters") == interval]
+    plan = run_kit("train", str(recipe), "--cpu", "--base", str(tiny_model), "--data-dir", str(tmp_path / "36"),
+                   "--plan-only", env={"COLUMNS": "300"})
+    assert plan.returncode == 0, plan.stderr
+    assert "36 samples is little to learn a character's voice from" in plan.stderr, plan.stderr
