@@ -64,7 +64,7 @@ def test_lab1_init_and_chat(walk):
 
 def test_lab2_dataset(walk):
     script = ok(run_kit("data", "extract", str(ROOT / "datasets/bajie/sources/script.txt"), "--character", "bajie",
-                        "-o", str(walk / "data" / "script.jsonl")))
+                        "-o", str(walk / "lines" / "script.jsonl")))  # beside data/, which build replaces
     assert "lines of bajie" in script.stdout + script.stderr
     ok(run_kit("data", "build", "bajie", "-o", str(walk / "data"), "--tokenizer", str(walk / "base")))
     ok(run_kit("data", "check", str(walk / "data" / "train.jsonl"), "--persona", PERSONA))

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kit_testing import ROOT
+from kit_testing import ROOT, interruptible
 from serve_testing import free_port, wait_http
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,7 +35,7 @@ class Terminal:
     def __init__(self, *args: str):
         self.fd, child = os.openpty()
         self.proc = subprocess.Popen([str(KIT), "chat", *args], stdin=child, stdout=child, stderr=child,
-                                     cwd=ROOT, env=ENV)
+                                     cwd=ROOT, env=ENV, preexec_fn=interruptible)
         os.close(child)
         self.screen, self.read_to = "", 0
 

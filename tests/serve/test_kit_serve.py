@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from kit_testing import ROOT
+from kit_testing import ROOT, interruptible
 from serve_testing import build_one_token_model, free_port, wait_http
 
 pytestmark = pytest.mark.timeout(300)
@@ -25,7 +25,8 @@ def start_kit_serve(*args: str) -> tuple[subprocess.Popen, str]:
     """`kit serve ARGS`, once it says it is ready; (the process, what it printed)."""
     kit = Path(sys.executable).parent / "kit"
     proc = subprocess.Popen([str(kit), "serve", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"},
+                            preexec_fn=interruptible)
     out, deadline = "", time.monotonic() + 240
     try:
         while "Ctrl-C stops everything" not in out:
