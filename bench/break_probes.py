@@ -870,63 +870,48 @@ def _gen_leaks(f: Findings, api: FakeAPI | None, allowed_key: bool) -> None:
         f.add("leak", f"the key was sent to {api.url}")
 
 
+def _gen_refused(c: Ctx, out: Path, kept: Path, names: list, extra: list = ()) -> tuple[Findings, Run]:
+    """A generate command that must be refused before any paid call, leaving `kept` as it was."""
+    api, f = FakeAPI("ok"), Findings()
+    before = snapshot(kept)
+    r = c.kit(_gen_args(c, api.url, out, extra=extra))
+    check_refusal(f, r, names)
+    check_kept(f, before, snapshot(kept))
+    if api.requests:
+        f.add("wrong", f"{len(api.requests)} request(s) sent before refusing")
+    api.close()
+    return f, r
+
+
 @probe("generate")
 def generate_out_is_cache(c: Ctx) -> Outcome:
-    api, f = FakeAPI("ok"), Findings()
     d = c.fx.tmp("gen")
     x = d / "x.jsonl"
     x.write_text('{"key": "k", "index": 0, "content": "a finished paid call"}\n')
-    before = snapshot(x)
-    r = c.kit(_gen_args(c, api.url, x, extra=["--cache", x]))
-    check_refusal(f, r, [str(x)])
-    check_kept(f, before, snapshot(x))
-    if api.requests:
-        f.add("wrong", f"{len(api.requests)} request(s) sent before refusing")
+    f, r = _gen_refused(c, x, x, [str(x)], extra=["--cache", x])
     check_no_key(f, r, [d], c.name)
-    api.close()
     return f.outcome(f"refused before any call: {message_line(r.out)}", c.repro())
 
 
 @probe("generate")
 def generate_out_is_persona(c: Ctx) -> Outcome:
-    api, f = FakeAPI("ok"), Findings()
-    before = snapshot(c.fx.persona)
-    r = c.kit(_gen_args(c, api.url, c.fx.persona))
-    check_refusal(f, r, [str(c.fx.persona)])
-    check_kept(f, before, snapshot(c.fx.persona))
-    if api.requests:
-        f.add("wrong", f"{len(api.requests)} request(s) sent before refusing")
-    api.close()
+    f, r = _gen_refused(c, c.fx.persona, c.fx.persona, [str(c.fx.persona)])
     return f.outcome(f"refused: {message_line(r.out)}", c.repro())
 
 
 @probe("generate")
 def generate_cache_is_persona(c: Ctx) -> Outcome:
-    api, f = FakeAPI("ok"), Findings()
-    d = c.fx.tmp("gen")
-    before = snapshot(c.fx.persona)
-    r = c.kit(_gen_args(c, api.url, d / "o.jsonl", extra=["--cache", c.fx.persona]))
-    check_refusal(f, r, [str(c.fx.persona), "--cache"])
-    check_kept(f, before, snapshot(c.fx.persona))
-    if api.requests:
-        f.add("wrong", f"{len(api.requests)} request(s) sent before refusing")
-    api.close()
+    out = c.fx.tmp("gen") / "o.jsonl"
+    f, r = _gen_refused(c, out, c.fx.persona, [str(c.fx.persona), "--cache"], extra=["--cache", c.fx.persona])
     return f.outcome(f"refused: {message_line(r.out)}", c.repro())
 
 
 @probe("generate")
 def generate_out_existing_dir(c: Ctx) -> Outcome:
-    api, f = FakeAPI("ok"), Findings()
-    d = c.fx.tmp("gen")
-    (d / "mine").mkdir()
-    (d / "mine" / "a.txt").write_text("keep\n")
-    before = snapshot(d / "mine")
-    r = c.kit(_gen_args(c, api.url, d / "mine"))
-    check_refusal(f, r, [str(d / "mine")])
-    check_kept(f, before, snapshot(d / "mine"))
-    if api.requests:
-        f.add("wrong", f"{len(api.requests)} request(s) sent before refusing")
-    api.close()
+    mine = c.fx.tmp("gen") / "mine"
+    mine.mkdir()
+    (mine / "a.txt").write_text("keep\n")
+    f, r = _gen_refused(c, mine, mine, [str(mine)])
     return f.outcome(f"refused: {message_line(r.out)}", c.repro())
 
 
