@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 from rich.console import Console
 
 from kit.errors import KitError
+from kit.keys import is_loopback
 from kit.serve.settings import ServeSettings
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PAGE = Path(__file__).with_name("compare_app.py")
 
 
@@ -35,7 +35,7 @@ def run_serve(s: ServeSettings, console: Console) -> None:
     models = resolve_models(s.base, s.tuned)
     character = choose_persona(s.character, [models.get("tuned"), models.get("base")], console).character
     key = _api_key(s.api_key_env)
-    if s.host not in LOOPBACK:
+    if not is_loopback(s.host):
         console.print(f"[bold yellow]warning:[/] binding {s.host} exposes the models to the network"
                       + ("" if key else "; consider --api-key-env"))
     s = replace(s, engine=resolve_engine(s.engine), character=character)
