@@ -28,11 +28,12 @@ app = typer.Typer(
 
 
 @app.command()
-def doctor():
+def doctor(fresh: bool = typer.Option(False, "--fresh", help="Probe torch and torchvision again even if "
+                                      "the environment has not changed since their cached answer.")):
     """Check Python, torch/CUDA, GPU memory, stack versions and known conflicts, with fixes."""
     from kit.doctor import render, run_checks
 
-    raise typer.Exit(render(run_checks()))
+    raise typer.Exit(render(run_checks(fresh=fresh)))
 
 
 @app.command()
