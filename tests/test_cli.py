@@ -1,8 +1,14 @@
-"""The `kit` command: every stage of PRODUCT.md's contract is there; doctor runs cleanly."""
+"""The `kit` command: every stage of PRODUCT.md's contract is there; help is quick; doctor runs cleanly."""
 
-from kit_testing import run_kit
+import subprocess
+import sys
+
+from kit_testing import ROOT, run_kit
 
 CONTRACT = ["doctor", "demo", "data", "train", "merge", "quantize", "serve", "eval", "lab"]
+# Seconds of import each (torch alone ~3 s here): a command imports them when it does its work, not for --help.
+HEAVY = {"torch", "torchvision", "transformers", "xtuner", "mmengine", "datasets", "peft", "bitsandbytes",
+         "streamlit", "pandas", "openai", "matplotlib"}
 
 
 def test_help_lists_every_stage():
@@ -10,6 +16,23 @@ def test_help_lists_every_stage():
     assert result.returncode == 0
     for command in CONTRACT:
         assert f" {command} " in result.stdout, command
+
+
+def test_help_imports_no_heavy_library():
+    helps = [["--help"], *([command, "--help"] for command in CONTRACT)]
+    code = f"""
+import sys
+from kit.cli import app
+for argv in {helps!r}:
+    try:
+        app(argv, prog_name="kit")
+    except SystemExit:
+        pass
+print(sorted({{m.split(".")[0] for m in sys.modules}}.intersection({sorted(HEAVY)!r})))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_doctor_runs_without_traceback():
