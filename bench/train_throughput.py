@@ -10,7 +10,8 @@ measuring hook). Ours is that config plus the lines FAST_OVERRIDES prints: the r
 
 A variant is LABEL[:key=val...]; keys: b (packed rows per step), ckpt (checkpointed layers),
 liger (0: without liger-kernel on the path), fuselora (0: peft's own LoRA forward), fp16 (1: fp16
-weights, compute and AMP as stock, instead of bf16), cap (GPU memory fraction), iters, profile (1:
+weights, compute and AMP as stock, instead of bf16), cap (GPU memory fraction), capgib (GPU memory
+cap in GiB: the same slice on any card), iters, profile (1:
 dump torch.profiler's top kernels). Labels starting with "stock" run the stock config.
 Prints a table; writes DIR/train_throughput.json (keys ratio, peak_mem_ours, peak_mem_stock, ...).
 """
@@ -110,10 +111,10 @@ def make_data(path: Path, conversations: int, seed: int = 0) -> Path:
 def parse_variant(spec: str) -> dict:
     label, *pairs = spec.split(":")
     v = {"label": label, "stock": label.startswith("stock"), "b": 4, "ckpt": None, "liger": 1,
-         "cap": None, "iters": None, "profile": 0, "fuselora": 1, "fp16": 0}
+         "cap": None, "capgib": None, "iters": None, "profile": 0, "fuselora": 1, "fp16": 0}
     for pair in pairs:
         key, val = pair.split("=")
-        v[key] = float(val) if key == "cap" else int(val)
+        v[key] = float(val) if key in ("cap", "capgib") else int(val)
     return v
 
 
@@ -125,8 +126,8 @@ def config_text(v: dict, model: Path, data: Path, result: Path, iters: int, cpu:
     profile = (warmup, warmup + 3) if v["profile"] else None
     text += COMMON_OVERRIDES.format(model=str(model), data=str(data), iters=iters, result=str(result),
                                     warmup=warmup, profile=profile)
-    if v["cap"]:
-        text += f"custom_hooks.append(dict(type=MemoryCapHook, fraction={v['cap']}))\n"
+    if v["cap"] or v["capgib"]:
+        text += f"custom_hooks.append(dict(type=MemoryCapHook, fraction={v['cap']}, gib={v['capgib']}))\n"
     if not v["stock"]:
         text += FAST_OVERRIDES.format(b=v["b"], ckpt=v["ckpt"], fuse=bool(v["fuselora"]), accum=max(1, ROWS_PER_STOCK_STEP // v["b"]))
         if v["fp16"]:

@@ -17,6 +17,8 @@ def train(
     recipe: str = typer.Argument(..., help="An XTuner recipe, e.g. recipes/bajie.py (or just bajie)."),
     gpu_fraction: float = typer.Option(None, help="Plan for, and cap the run at, this share of the GPU "
                                        "(0.1 = the course's 10% A100 slice)."),
+    gpu_memory: str = typer.Option(None, help="Plan for, and cap the run at, this much GPU memory, "
+                                   "e.g. 8GiB (the same slice on any card; or --gpu-fraction)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the work dir's newest checkpoint."),
     deepspeed: str = typer.Option(None, help="DeepSpeed ZeRO stage: zero1, zero2 or zero3."),
     gpus: int = typer.Option(None, help="GPUs to train on through torchrun (default NPROC_PER_NODE or 1)."),
@@ -31,7 +33,7 @@ def train(
     from kit.train.stage import TrainSettings, run_train
 
     console = Console(stderr=True)
-    settings = TrainSettings(recipe, gpu_fraction=gpu_fraction, resume=resume, deepspeed=deepspeed, gpus=gpus,
+    settings = TrainSettings(recipe, gpu_fraction=gpu_fraction, gpu_memory=gpu_memory, resume=resume, deepspeed=deepspeed, gpus=gpus,
                              work_dir=work_dir, base=base, data_dir=data_dir, cpu=cpu, plan_only=plan_only)
     result = run_train(settings, console)
     if result is None:

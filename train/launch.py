@@ -1,7 +1,8 @@
 """`python -m kit.train.launch XTUNER_TRAIN_ARGS...`: xtuner.tools.train inside a GPU slice.
 
 `kit train` starts this instead of xtuner.tools.train itself (also under torchrun, once per rank) so
-that KIT_GPU_FRACTION can cap the CUDA allocator as a 10% A100 slice would, and so that the run's
+that KIT_GPU_FRACTION (a share of the card) or KIT_GPU_MEMORY_MIB (an absolute size) can cap the
+CUDA allocator as a 10% A100 slice would, and so that the run's
 peak memory is printed for `kit train` to compare with its memory plan. It also lets --resume load
 mmengine's checkpoints under torch >= 2.6.
 """
@@ -28,13 +29,24 @@ def _record_peaks_across_resets(torch) -> dict[str, int]:
     return peaks
 
 
+def cap_fraction(torch, rank: int) -> float | None:
+    """The allocator cap as a share of this rank's card, from KIT_GPU_MEMORY_MIB or KIT_GPU_FRACTION."""
+    if not torch.cuda.is_available():
+        return None
+    mib, fraction = os.environ.get("KIT_GPU_MEMORY_MIB"), os.environ.get("KIT_GPU_FRACTION")
+    if mib:
+        total_mib = torch.cuda.get_device_properties(rank).total_memory / 2**20
+        return min(1.0, float(mib) / total_mib)
+    return float(fraction) if fraction else None
+
+
 def main(argv: list[str]) -> None:
     import torch
 
-    fraction = os.environ.get("KIT_GPU_FRACTION")
     rank = int(os.environ.get("LOCAL_RANK", 0))
-    if fraction and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(float(fraction), rank)
+    fraction = cap_fraction(torch, rank)
+    if fraction:
+        torch.cuda.set_per_process_memory_fraction(fraction, rank)
     if "--resume" in argv:
         # torch >= 2.6 unpickles weights only by default, and mmengine's checkpoints also hold its
         # log buffers; the file is this run's own checkpoint, so the full unpickler is safe here.
@@ -48,7 +60,7 @@ def main(argv: list[str]) -> None:
             "rank": rank,
             "max_allocated_mib": max(peaks["allocated"], torch.cuda.max_memory_allocated(rank)) / 2**20,
             "max_reserved_mib": max(peaks["reserved"], torch.cuda.max_memory_reserved(rank)) / 2**20,
-            "gpu_total_mib": total / 2**20, "fraction": float(fraction) if fraction else None,
+            "gpu_total_mib": total / 2**20, "fraction": fraction,
         }), flush=True)
 
 

@@ -8,6 +8,7 @@ bench/results/train_gpu.json (XTuner's stock QLoRA recipe: 6,279 MiB max allocat
 """
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,11 +138,25 @@ def plan_memory(shape: ModelShape, setup: Setup) -> Plan:
     return Plan(items, sum(mib for _, mib, _ in items))
 
 
-def budget_mib(gpu_fraction: float | None, gpu_total_mib: float | None) -> float | None:
-    """The memory a run may use: a fraction of the GPU (a slice), or all of it."""
+def budget_mib(gpu_fraction: float | None, gpu_total_mib: float | None,
+               gpu_memory_mib: float | None = None) -> float | None:
+    """The memory a run may use: an absolute cap, a fraction of the GPU (a slice), or all of it."""
     if gpu_total_mib is None:
         return None
+    if gpu_memory_mib is not None:
+        return min(gpu_memory_mib, gpu_total_mib)
     return gpu_total_mib * (gpu_fraction or 1.0)
+
+
+_UNITS_MIB = {"gib": 1024, "gb": 1e9 / 2**20, "mib": 1, "mb": 1e6 / 2**20}
+
+
+def parse_memory_mib(text: str) -> float:
+    """'8GiB' -> 8192.0 MiB; GiB, GB, MiB and MB, case-insensitive. ValueError names the forms."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS_MIB or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r}: give a size with its unit, e.g. 8GiB, 8GB or 7500MiB")
+    return float(m.group(1)) * _UNITS_MIB[m.group(2).lower()]
 
 
 def render(plan: Plan, budget: float | None) -> str:

@@ -136,15 +136,17 @@ def memory_plan(facts: RecipeFacts) -> Plan | None:
     return plan_memory(shape, facts.setup)
 
 
-def check_fit(plan: Plan | None, gpu_fraction: float | None, gpu_total_mib: float | None) -> str:
+def check_fit(plan: Plan | None, gpu_fraction: float | None, gpu_total_mib: float | None,
+              gpu_memory_mib: float | None = None) -> str:
     """The plan as text; raises KitError when the run will not fit the GPU or its slice."""
     if plan is None:
         return "  (no plan: the base model is neither a local folder nor InternLM2-1.8B)"
-    budget = budget_mib(gpu_fraction, gpu_total_mib)
+    budget = budget_mib(gpu_fraction, gpu_total_mib, gpu_memory_mib)
     text = render(plan, budget)
     if budget is not None and not plan.fits(budget):
-        where = f"{gpu_fraction:.0%} of the GPU" if gpu_fraction else "this GPU"
+        where = ("the --gpu-memory cap" if gpu_memory_mib else
+                 f"{gpu_fraction:.0%} of the GPU" if gpu_fraction else "this GPU")
         raise KitError(f"the run will not fit {where} ({budget:,.0f} MiB):\n{text}",
                        "use QLoRA (the recipe's quantize_4bit), lower max_length, or give it a larger "
-                       "slice (--gpu-fraction)")
+                       "slice (--gpu-memory / --gpu-fraction)")
     return text

@@ -26,9 +26,9 @@ OUTPUT_LOG = "train_output.log"  # everything the run printed, crashes before mm
 
 # A crash's last lines, matched to a fix the user can act on.
 HINTS = [
-    ("CUDA out of memory", "the run does not fit: lower max_length, use QLoRA, or raise --gpu-fraction; "
+    ("CUDA out of memory", "the run does not fit: lower max_length, use QLoRA, or raise --gpu-memory / --gpu-fraction; "
                            "`kit train RECIPE --plan-only` shows the memory plan"),
-    ("OutOfMemoryError", "the run does not fit: lower max_length or raise --gpu-fraction"),
+    ("OutOfMemoryError", "the run does not fit: lower max_length or raise --gpu-memory / --gpu-fraction"),
     ("bitsandbytes", "4-bit QLoRA needs a CUDA GPU; on CPU use the CPU variant: KIT_VARIANT=cpu"),
     ("Torch not compiled with CUDA", "no GPU here: use the CPU variant (KIT_VARIANT=cpu) on a small model"),
     ("does not appear to have a file named config.json", "KIT_BASE_MODEL must be a model folder or hub id"),
@@ -119,7 +119,7 @@ def run_xtuner(command: list[str], work_dir: Path, env: dict[str, str],
 
 
 def recipe_env(base: Path | None = None, data_dir: Path | None = None, cpu: bool = False,
-               gpu_fraction: float | None = None) -> dict[str, str]:
+               gpu_fraction: float | None = None, gpu_memory_mib: float | None = None) -> dict[str, str]:
     """The environment variables a recipe reads (see the header of recipes/bajie.py)."""
     env = {"MKL_SERVICE_FORCE_INTEL": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     if base:
@@ -133,5 +133,7 @@ def recipe_env(base: Path | None = None, data_dir: Path | None = None, cpu: bool
         env["OMP_NUM_THREADS"] = "1"
     if gpu_fraction:
         env["KIT_GPU_FRACTION"] = str(gpu_fraction)
+    if gpu_memory_mib:
+        env["KIT_GPU_MEMORY_MIB"] = str(gpu_memory_mib)
     return env
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from kit.errors import KitError
 from kit.train import preflight
+from kit.train.memory_plan import parse_memory_mib
 from kit.train.run import RunResult, checkpoints, recipe_env, run_xtuner, xtuner_command
 from kit.workspace import default_run
 
@@ -23,6 +24,7 @@ FEW_SAMPLES = 100  # below this a run recites its few lines rather than taking o
 class TrainSettings:
     recipe: str | Path  # a recipe file, or the name of one under recipes/ (`kit train bajie`)
     gpu_fraction: float | None = None  # plan for, and cap the run at, this share of the GPU
+    gpu_memory: str | None = None  # or at this much memory, e.g. "8GiB" (a slice named by its size)
     resume: bool = False
     deepspeed: str | None = None
     gpus: int | None = None  # default NPROC_PER_NODE or 1
@@ -57,10 +59,18 @@ def run_train(s: TrainSettings, console: Console) -> RunResult | None:
 
     if s.gpu_fraction is not None and not 0 < s.gpu_fraction <= 1:
         raise KitError(f"--gpu-fraction {s.gpu_fraction}: must be in (0, 1]", "e.g. --gpu-fraction 0.1")
+    if s.gpu_fraction is not None and s.gpu_memory is not None:
+        raise KitError("--gpu-fraction and --gpu-memory both cap the run", "give one of them")
+    gpu_memory_mib = None
+    if s.gpu_memory is not None:
+        try:
+            gpu_memory_mib = parse_memory_mib(s.gpu_memory)
+        except ValueError as e:
+            raise KitError(f"--gpu-memory {e}", "e.g. --gpu-memory 8GiB for an 8 GiB slice") from None
     if s.deepspeed is not None and s.deepspeed not in DEEPSPEED_STAGES:
         raise KitError(f"--deepspeed {s.deepspeed}: unknown stage", "use zero1, zero2 or zero3")
     path = resolve_recipe(s.recipe)
-    env = recipe_env(s.base, s.data_dir, cpu=s.cpu, gpu_fraction=s.gpu_fraction)
+    env = recipe_env(s.base, s.data_dir, cpu=s.cpu, gpu_fraction=s.gpu_fraction, gpu_memory_mib=gpu_memory_mib)
     cfg = preflight.load_recipe(path, env)
     facts = preflight.recipe_facts(cfg)
     preflight.check_base(facts)
@@ -78,7 +88,10 @@ def run_train(s: TrainSettings, console: Console) -> RunResult | None:
                       "(the course's 八戒 has 362): add the character's lines, or persona Q&A with "
                       "`kit data generate` (lab 7)")
     console.print("[bold]memory plan[/] (per GPU)" + ("" if n_gpus else ", for reference: no GPU here"))
-    console.print(preflight.check_fit(preflight.memory_plan(facts), s.gpu_fraction, gpu_mib))
+    if gpu_memory_mib and gpu_mib and gpu_memory_mib > gpu_mib:
+        console.print(f"[yellow]warning:[/] --gpu-memory {s.gpu_memory} is more than this GPU's "
+                      f"{gpu_mib:,.0f} MiB: the run is capped at the card")
+    console.print(preflight.check_fit(preflight.memory_plan(facts), s.gpu_fraction, gpu_mib, gpu_memory_mib))
     if s.plan_only:
         return None
 

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from kit.errors import KitError
-from kit.train.memory_plan import INTERNLM2_1_8B, Setup, plan_memory
+from kit.train.launch import cap_fraction
+from kit.train.memory_plan import INTERNLM2_1_8B, Setup, budget_mib, parse_memory_mib, plan_memory
 from kit.train.preflight import check_fit
 from kit.train.progress import parse_iter_line
 from kit.train.report import pick_columns, write_report
@@ -32,6 +33,31 @@ def test_lora_and_full_need_more_and_are_refused_in_the_slice():
     assert check_fit(full, 1.0, 81920)  # the whole A100 is enough for a full fine-tune
     shorter = plan_memory(INTERNLM2_1_8B, Setup("qlora", seq_len=1024))
     assert shorter.peak_mib < qlora.peak_mib
+
+
+def test_an_absolute_cap_is_the_same_slice_on_any_card(monkeypatch):
+    plan = plan_memory(INTERNLM2_1_8B, Setup("qlora"))
+    assert parse_memory_mib("8GiB") == 8192 and parse_memory_mib("8 gb") == pytest.approx(7629.4, abs=0.1)
+    for bad in ("8", "eight GiB", "8TB", "0GiB", "-1GiB"):
+        with pytest.raises(ValueError, match="e.g. 8GiB"):
+            parse_memory_mib(bad)
+    # 8 GiB on an 80 GB A100 and on a 141 GB H200 alike; a fraction would differ between them.
+    assert budget_mib(None, 81920, 8192) == budget_mib(None, 143771, 8192) == 8192
+    assert budget_mib(0.1, 143771) > 14000
+    assert "fits" in check_fit(plan, None, 143771, 8192)
+    with pytest.raises(KitError, match="--gpu-memory cap"):
+        check_fit(plan, None, 143771, 4096)
+
+    class Card:  # what launch.py reads of torch.cuda: one H200
+        is_available = staticmethod(lambda: True)
+        get_device_properties = staticmethod(lambda rank: type("P", (), {"total_memory": 143771 * 2**20}))
+
+    fake_torch = type("T", (), {"cuda": Card})
+    monkeypatch.setenv("KIT_GPU_MEMORY_MIB", "8192")
+    assert cap_fraction(fake_torch, 0) == pytest.approx(8192 / 143771)
+    monkeypatch.delenv("KIT_GPU_MEMORY_MIB")
+    monkeypatch.setenv("KIT_GPU_FRACTION", "0.1")
+    assert cap_fraction(fake_torch, 0) == 0.1
 
 
 def test_xtuner_command_single_multi_gpu_deepspeed_resume(tmp_path):

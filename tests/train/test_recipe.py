@@ -82,6 +82,8 @@ def test_recipe_new_writes_a_recipe_for_another_character(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["recipes/missing.py"], "recipe not found"),
     (["recipes/bajie.py", "--gpu-fraction", "1.5"], "--gpu-fraction"),
+    (["recipes/bajie.py", "--gpu-memory", "8"], "e.g. 8GiB"),
+    (["recipes/bajie.py", "--gpu-memory", "8GiB", "--gpu-fraction", "0.1"], "give one of them"),
     (["recipes/bajie.py"], "needs a CUDA GPU"),  # QLoRA on this CPU-only host
 ])
 def test_train_refuses_bad_input(args, needle):

@@ -79,16 +79,18 @@ class ThroughputHook(Hook):
 
 
 class MemoryCapHook(Hook):
-    """Cap this process's GPU memory to a fraction of the card, e.g. 0.1 of 80 GB for the 8 GB slice.
+    """Cap this process's GPU memory to a fraction of the card (0.1 of 80 GB) or to `gib` GiB (8).
 
     Set before training starts; the cap applies to the whole run's peak, the loaded weights included.
+    A fraction means another size on another card (0.1 of an H200 is 14 GiB); `gib` does not.
     """
 
     priority = "VERY_HIGH"
 
-    def __init__(self, fraction: float):
-        self.fraction = fraction
+    def __init__(self, fraction: float | None = None, gib: float | None = None):
+        self.fraction, self.gib = fraction, gib
 
     def before_run(self, runner):
         if torch.cuda.is_available():
-            torch.cuda.set_per_process_memory_fraction(self.fraction)
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, self.gib * 2**30 / total) if self.gib else self.fraction)
