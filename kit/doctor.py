@@ -140,15 +140,18 @@ def _finish_probe(child: subprocess.Popen) -> list[Check]:
         return [Check(**c) for c in json.loads(out.strip().splitlines()[-1])]
     except (ValueError, IndexError, TypeError):  # it died before answering: a broken build, a crash
         said = err.strip().splitlines()[-1] if err.strip() else f"exit status {child.returncode}"
-        return [Check("torch", FAIL, f"importing torch killed the interpreter: {said}"[:200], "make env")]
+        return [Check("torch", FAIL, f"the child importing torch died: {said}"[:200], "make env")]
 
 
 def _save_probe(key: str, checks: list[Check]) -> None:
     # A failure is probed again next time, so that the run after a fix shows the fix worked.
-    if all(c.status != FAIL for c in checks):
-        record = {"key": key, "probed": time.strftime("%Y-%m-%d %H:%M"),
-                  "checks": [asdict(c) for c in checks]}
+    if any(c.status == FAIL for c in checks):
+        return
+    record = {"key": key, "probed": time.strftime("%Y-%m-%d %H:%M"), "checks": [asdict(c) for c in checks]}
+    try:
         atomic.write_text(_cache_path(), json.dumps(record, ensure_ascii=False, indent=1))
+    except OSError:  # a cache that cannot be written costs the next run time, not its answer
+        pass
 
 
 def _without_gpu() -> list[Check]:

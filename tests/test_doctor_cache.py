@@ -93,3 +93,10 @@ def test_kit_doctor_says_what_came_from_the_cache(tmp_path):
                                "print('torch' in sys.modules)"], cwd=ROOT, capture_output=True, text=True,
                               env={**os.environ, **env}, timeout=300)
         assert done.stdout.strip() == "False", done.stderr[-2000:]  # a cached doctor never imports torch
+
+
+def test_a_probe_that_dies_is_a_blocking_row():
+    child = subprocess.Popen([sys.executable, "-c", "import os; os.abort()"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    [row] = doctor._finish_probe(child)
+    assert (row.name, row.status) == ("torch", FAIL) and "died" in row.detail
