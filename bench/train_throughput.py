@@ -11,7 +11,8 @@ measuring hook). Ours is that config plus the lines FAST_OVERRIDES prints: the r
 A variant is LABEL[:key=val...]; keys: b (packed rows per step), ckpt (checkpointed layers),
 liger (0: without liger-kernel on the path), fuselora (0: peft's own LoRA forward), fp16 (1: fp16
 weights, compute and AMP as stock, instead of bf16), cap (GPU memory fraction), capgib (GPU memory
-cap in GiB: the same slice on any card), iters, profile (1:
+cap in GiB: the same slice on any card), ds (zero1|zero2|zero3: DeepSpeed through torchrun, one
+process per GPU, as `kit train --deepspeed` runs it), iters, profile (1:
 dump torch.profiler's top kernels). Labels starting with "stock" run the stock config.
 Prints a table; writes DIR/train_throughput.json (keys ratio, peak_mem_ours, peak_mem_stock, ...).
 """
@@ -111,10 +112,10 @@ def make_data(path: Path, conversations: int, seed: int = 0) -> Path:
 def parse_variant(spec: str) -> dict:
     label, *pairs = spec.split(":")
     v = {"label": label, "stock": label.startswith("stock"), "b": 4, "ckpt": None, "liger": 1,
-         "cap": None, "capgib": None, "iters": None, "profile": 0, "fuselora": 1, "fp16": 0}
+         "cap": None, "capgib": None, "iters": None, "profile": 0, "fuselora": 1, "fp16": 0, "ds": None}
     for pair in pairs:
         key, val = pair.split("=")
-        v[key] = float(val) if key in ("cap", "capgib") else int(val)
+        v[key] = float(val) if key in ("cap", "capgib") else int(val) if val.isdigit() else val
     return v
 
 
@@ -150,10 +151,15 @@ def run_variant(v: dict, args, model: Path, data: Path) -> dict:
                                             if "liger" not in p)
     launch = [sys.executable, "-c", CPU_LAUNCH, "xtuner.tools.train"] if args.cpu_smoke else \
         [sys.executable, "-m", "xtuner.tools.train"]
+    extra = []
+    if v["ds"]:  # DeepSpeed needs a process group: torchrun gives one even to a single GPU
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--master_addr=127.0.0.1",
+                  f"--master_port={random.randint(20000, 29999)}", "-m", "xtuner.tools.train"]
+        extra = ["--deepspeed", f"deepspeed_{v['ds']}", "--launcher", "pytorch"]
     start = time.time()
     try:
         with (work / "train.log").open("w") as log:
-            rc = subprocess.run([*launch, str(cfg), "--work-dir", str(work)], stdout=log,
+            rc = subprocess.run([*launch, str(cfg), "--work-dir", str(work), *extra], stdout=log,
                                 stderr=subprocess.STDOUT, env=env, timeout=args.timeout).returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"

@@ -47,14 +47,15 @@ def checkpoints(work_dir: Path) -> list[Path]:
 
 def xtuner_command(recipe: Path, work_dir: Path, *, nproc: int = 1, deepspeed: str | None = None,
                    resume_from: Path | None = None, port: int | None = None) -> list[str]:
-    """The command line that trains `recipe`: one process, or torchrun with `nproc` ranks."""
+    """The command line that trains `recipe`: one process, or torchrun with `nproc` ranks (any DeepSpeed run)."""
     args = [str(recipe), "--work-dir", str(work_dir)]
     if deepspeed:
         args += ["--deepspeed", f"deepspeed_{deepspeed}"]
     if resume_from:
         args += ["--resume", str(resume_from)]
-    if nproc <= 1:
+    if nproc <= 1 and not deepspeed:
         return [sys.executable, "-m", "kit.train.launch", *args]
+    # DeepSpeed needs a process group even on one GPU (without one it looks for MPI): torchrun gives it.
     # XTuner's own multi-GPU path (`NPROC_PER_NODE=N xtuner train`) is torchrun + --launcher pytorch.
     port = port or random.randint(20000, 29999)
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",

@@ -70,6 +70,9 @@ def test_xtuner_command_single_multi_gpu_deepspeed_resume(tmp_path):
     assert many[many.index("--deepspeed") + 1] == "deepspeed_zero2"
     assert many[many.index("--resume") + 1].endswith("iter_10.pth")
     assert many[-2:] == ["--launcher", "pytorch"]
+    one_ds = xtuner_command(tmp_path / "r.py", tmp_path / "w", nproc=1, deepspeed="zero2", port=29513)
+    assert one_ds[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=1" in one_ds
+    assert one_ds[-2:] == ["--launcher", "pytorch"]
 
 
 def test_parse_iter_line():

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# GPU-machine training bench (issue 16), one call of at most ~9.5 minutes on an H200:
+#   1  bench/train_peers.py: stock XTuner, kit.train.fast (free and inside an 8 GiB cap) and
+#      LLaMA-Factory 0.9.5, same model, data and problem ($PEERS_VARIANTS overrides the variants)
+#   2  `kit train recipes/bajie.py --gpus 1 --deepspeed zero2` for real, on the same model and a slice
+#      of the bench data, then `kit merge` of its checkpoint
+# Before, here: ../shared/gpu/fetch-wheels.sh train .whl-train; bash bench/fetch_peer_wheels.sh lf .whl-lf;
+# bash bench/fetch_peer_wheels.sh xtuner-extras .whl-xtx. Carry .whl-train, .whl-lf and .whl-xtx.
+# $OUT gets summary.txt, train_peers.json, the per-variant logs (logs.tar.gz) and the DeepSpeed run's log.
+set -uo pipefail
+O=${OUT:-/tmp/out}; mkdir -p "$O"
+REPO=$PWD
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 KIT_HOME=$PWD COLUMNS=200 TOKENIZERS_PARALLELISM=false
+say() { echo "== $(date +%T) +${SECONDS}s $*" | tee -a "$O/summary.txt"; }
+pipi() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$@"; }
+
+say "install"
+pipi /tmp/site-train .whl-train/*.whl $(ls .whl-xtx/*.whl | grep -v liger) || { say "FAILED: install train"; exit 1; }
+pipi /tmp/site-liger .whl-xtx/liger*.whl || { say "FAILED: install liger"; exit 1; }
+pipi /tmp/site-lf .whl-lf/*.whl .whl-train/bitsandbytes-*.whl || { say "FAILED: install lf"; exit 1; }
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site-kit . >/dev/null \
+  || { say "FAILED: install kit"; exit 1; }
+export PYTHONPATH=/tmp/site-kit:/tmp/site-train:/tmp/site-liger
+cd /tmp
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$O/summary.txt"
+
+say "1 train_peers"
+# shellcheck disable=SC2086
+timeout ${PEERS_TIMEOUT_S:-390} python3 "$REPO/bench/train_peers.py" --out /tmp/peers --lf-site /tmp/site-lf \
+  ${PEERS_VARIANTS:+--variants $PEERS_VARIANTS} ${PEERS_ARGS:-} 2>&1 | grep -v "^\s*$" | tail -60 | tee -a "$O/summary.txt"
+cp /tmp/peers/train_peers.json "$O/" 2>/dev/null
+tar -czf "$O/logs.tar.gz" -C /tmp/peers --exclude='*.jsonl' --exclude='out' --exclude='*.pth' . 2>/dev/null
+
+say "2 kit train --gpus 1 --deepspeed zero2"
+mkdir -p /tmp/ds-data && head -n 400 /tmp/peers/data.jsonl > /tmp/ds-data/train.jsonl
+KIT=(python3 -c 'from kit.cli import main; main()')
+timeout ${DS_TIMEOUT_S:-130} "${KIT[@]}" train "$REPO/recipes/bajie.py" --gpus 1 --deepspeed zero2 \
+  --base /tmp/kit-bench/internlm2-1p8b-shape --data-dir /tmp/ds-data --work-dir /tmp/ds-work --gpu-memory 8GiB \
+  >"$O/deepspeed_train.log" 2>&1
+say "kit train exit $?; $(grep -E 'peak|done|error|Error' "$O/deepspeed_train.log" | tail -5)"
+ls /tmp/ds-work | tee -a "$O/summary.txt"
+timeout 45 "${KIT[@]}" merge /tmp/ds-work -o /tmp/ds-merged >"$O/deepspeed_merge.log" 2>&1
+say "kit merge exit $?; $(tail -3 "$O/deepspeed_merge.log")"
+say "done"
