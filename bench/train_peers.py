@@ -14,7 +14,8 @@ checkpointing, and the best attention it can use here.
     python bench/train_peers.py --cpu-smoke --out DIR --lf-site SITE_LF   # tiny model, LoRA fp32: plumbing
 
 Variants: XTuner ones as in train_throughput.py (LABEL[:key=val]); LLaMA-Factory ones are `lf...` with
-b (rows per micro-batch; accumulation makes 16) and attn (auto, sdpa, disabled).
+b (rows per micro-batch; accumulation makes 16), attn (auto, sdpa, disabled) and neat (0: plain packing,
+whose attention crosses documents: another problem, shown for its speed).
 Writes DIR/train_peers.json with the headline keys ours_tokens_per_s, llamafactory_tokens_per_s,
 ours_peak_gib, llamafactory_peak_gib, ours_8gb_tokens_per_s; prints a table.
 """
@@ -60,7 +61,7 @@ def lf_config(v: dict, model: Path, dataset_dir: Path, work: Path, steps: int, c
         "quantization_bit": 4, "quantization_method": "bnb", "quantization_type": "nf4",
         "double_quantization": True,
         "dataset": "bench", "dataset_dir": str(dataset_dir), "template": "intern2", "cutoff_len": 2048,
-        "packing": True, "neat_packing": True, "preprocessing_num_workers": 8, "overwrite_cache": True,
+        "packing": True, "neat_packing": bool(v.get("neat", 1)), "preprocessing_num_workers": 8, "overwrite_cache": True,
         "output_dir": str(work / "out"), "overwrite_output_dir": True, "save_strategy": "no",
         "report_to": "none", "logging_steps": 1, "seed": 0, "data_seed": 0,
         "per_device_train_batch_size": b, "gradient_accumulation_steps": max(1, ROWS_PER_STOCK_STEP // b),
@@ -104,14 +105,15 @@ def run_lf(v: dict, args, model: Path, dataset_dir: Path) -> dict:
     return out
 
 
-def first_step_loss(run: dict) -> float | None:
-    """Mean token loss of the first optimizer step (16 rows): every side's weights are the base's there."""
+def step_losses(run: dict) -> list[float]:
+    """Mean token loss of each optimizer step (16 rows). At the first, every side's weights are the base's;
+    after it, the same problem at the same learning rate should fall alike on every side."""
     records = run["records"]
     if run["variant"]["label"].startswith("lf"):
-        return records[0]["loss"] if records else None
-    rows_per_iter = 1 if run["variant"]["stock"] else run["variant"]["b"]
-    first = records[:ROWS_PER_STOCK_STEP // rows_per_iter]
-    return sum(r["loss"] * r["loss_tokens"] for r in first) / sum(r["loss_tokens"] for r in first)
+        return [r["loss"] for r in records]
+    per_step = ROWS_PER_STOCK_STEP // (1 if run["variant"]["stock"] else run["variant"]["b"])
+    steps = [records[i:i + per_step] for i in range(0, len(records) - per_step + 1, per_step)]
+    return [sum(r["loss"] * r["loss_tokens"] for r in s) / sum(r["loss_tokens"] for r in s) for s in steps]
 
 
 def main() -> None:
@@ -150,7 +152,8 @@ def main() -> None:
         # LLaMA-Factory's rows can end in padding: count the tokens it trained on.
         r["train_tokens_per_s"] = r["real_tokens_per_s"] if is_lf else r["tokens_per_s"]
         r["mfu"] = r["train_tokens_per_s"] * flops_per_token / (peak * 1e12) if peak else None
-        r["first_step_loss"] = first_step_loss(r)
+        r["step_losses"] = step_losses(r)
+        r["first_step_loss"] = r["step_losses"][0] if r["step_losses"] else None
         runs[v["label"]] = r
         print(f"{v['label']}: {r['train_tokens_per_s']:.0f} tok/s, peak {r['peak_mem_allocated_gib']} GiB, "
               f"first-step loss {r['first_step_loss']}", flush=True)
@@ -186,6 +189,7 @@ def headline(runs: dict) -> dict:
         "llamafactory_tokens_per_s": best_lf and best_lf["train_tokens_per_s"],
         "llamafactory_peak_gib": best_lf and best_lf["peak_mem_allocated_gib"],
         "first_step_loss": {k: r["first_step_loss"] for k, r in runs.items()},
+        "step_losses": {k: r["step_losses"] for k, r in runs.items()},
         "first_step_loss_spread": (max(first) - min(first)) / statistics.mean(first) if first else None,
     }
     if ours and best_lf:
