@@ -4,7 +4,8 @@
 #   bench/fetch_peer_wheels.sh lf DIR   LLaMA-Factory 0.9.5 and the versions it pins (transformers 4.57.1,
 #                                        peft 0.18.1, trl 0.24.0, accelerate 1.11.0, datasets 4.0.0)
 #   bench/fetch_peer_wheels.sh xtuner-extras DIR   liger-kernel (kit.train.fast's fused kernels) and
-#                                        DeepSpeed 0.19.8 (built here without its C++ ops) with its deps,
+#                                        DeepSpeed 0.19.5 (built here without its C++ ops; the last release with
+#                                        the onebit optimizers mmengine 0.10.6 imports) with its deps,
 #                                        for `kit train --deepspeed`: installed beside the XTuner stack
 # DIR must be ignored by git (.git/info/exclude) and carried along. On the GPU machine each stack goes
 # into its own --target folder: LLaMA-Factory's transformers is not XTuner's.
@@ -30,10 +31,10 @@ case $stack in
     get liger-kernel==0.8.5 hjson msgpack ninja py-cpuinfo einops psutil pydantic pydantic-core annotated-types \
         typing-inspection typing-extensions
     # DeepSpeed ships an sdist; its setup.py imports torch, so build against a Python that has it.
-    python3 -m pip download -q --no-deps --no-binary=:all: -d "$tmp" deepspeed==0.19.8
-    tar xzf "$tmp"/deepspeed-0.19.8.tar.gz -C "$tmp"
+    python3 -m pip download -q --no-deps --no-binary=:all: -d "$tmp" deepspeed==0.19.5
+    tar xzf "$tmp"/deepspeed-0.19.5.tar.gz -C "$tmp"
     site=$(${KIT_PYTHON:-.venv/bin/python} -c "import site; print(site.getsitepackages()[0])")
-    (cd "$tmp/deepspeed-0.19.8" && DS_BUILD_OPS=0 PYTHONPATH=$site python3 -m pip wheel -q --no-deps \
+    (cd "$tmp/deepspeed-0.19.5" && DS_BUILD_OPS=0 PYTHONPATH=$site python3 -m pip wheel -q --no-deps \
         --no-build-isolation -w "$(readlink -f "$OLDPWD/$dir")" .) ;;
   *) echo "unknown stack: $stack (lf or xtuner-extras)" >&2; exit 2 ;;
 esac
