@@ -5,6 +5,7 @@ import shlex
 
 import pytest
 import typer
+from course_walk import guide_commands
 
 from kit.labs.catalog import load_labs
 from kit_testing import run_kit
@@ -18,14 +19,7 @@ def guide_text(lab) -> str:
 
 
 def shell_lines(text: str) -> list[str]:
-    """Command lines of the ```bash blocks, continuation lines joined, comments dropped."""
-    lines = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split("  #")[0].strip()
-            if line and not line.startswith("#"):
-                lines.append(line)
-    return lines
+    return [command.line for command in guide_commands(text)]
 
 
 def kit_invocations(text: str) -> list[list[str]]:
@@ -108,5 +102,5 @@ def test_lab0_manual_install_is_the_readmes():
     assert len(manual) == 2
     setup = guide_text(load_labs()[0])
     for line in manual:
-        assert setup.count(line.split("  #")[0].strip()) == 2, line  # in the 中文 and the English section
+        assert setup.count(line) == 2, line  # in the 中文 and the English section
     assert "pip install -e '.[test]'" not in setup
