@@ -5,6 +5,7 @@ PATH, so kit starts `python -m kit.train.launch` (xtuner.tools.train inside an o
 with this environment's interpreter, and judges the run by its exit code and its checkpoints.
 """
 
+import json
 import os
 import random
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kit import atomic
 from kit.errors import KitError
 from kit.train.launch import PEAK_PREFIX
 from kit.train.progress import parse_iter_line, training_progress
@@ -45,12 +47,31 @@ def checkpoints(work_dir: Path) -> list[Path]:
                                         int(CHECKPOINT.match(p.name)[2])))
 
 
-def xtuner_command(recipe: Path, work_dir: Path, *, nproc: int = 1, deepspeed: str | None = None,
+# DeepSpeed's default ZeRO buckets are 5e8 elements: two of 954 MiB in fp16, which alone ran an 8 GiB
+# slice out of memory (H200, 2026-12-02). A LoRA's gradients are ~1e8 elements; 5e7 costs 2 x 95 MiB.
+DEEPSPEED_BUCKET = 50_000_000
+
+
+def write_deepspeed_config(stage: str, work_dir: Path) -> Path:
+    """XTuner's deepspeed_<stage>.json with buckets sized for a GPU slice, written into the run folder."""
+    import xtuner
+
+    config = json.loads((Path(xtuner.__file__).parent / "configs" / "deepspeed" / f"deepspeed_{stage}.json")
+                        .read_text(encoding="utf-8"))
+    config["zero_optimization"].update(reduce_bucket_size=DEEPSPEED_BUCKET, allgather_bucket_size=DEEPSPEED_BUCKET)
+    out = work_dir / f"deepspeed_{stage}.json"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out, json.dumps(config, indent=2))
+    return out
+
+
+def xtuner_command(recipe: Path, work_dir: Path, *, nproc: int = 1, deepspeed: Path | None = None,
                    resume_from: Path | None = None, port: int | None = None) -> list[str]:
-    """The command line that trains `recipe`: one process, or torchrun with `nproc` ranks (any DeepSpeed run)."""
+    """The command line that trains `recipe`: one process, or torchrun with `nproc` ranks (any DeepSpeed
+    run). `deepspeed` is a DeepSpeed JSON (write_deepspeed_config)."""
     args = [str(recipe), "--work-dir", str(work_dir)]
     if deepspeed:
-        args += ["--deepspeed", f"deepspeed_{deepspeed}"]
+        args += ["--deepspeed", str(deepspeed)]
     if resume_from:
         args += ["--resume", str(resume_from)]
     if nproc <= 1 and not deepspeed:
@@ -72,8 +93,12 @@ class RunResult:
     report: dict[str, Path | None] = field(default_factory=dict)  # train.report's files, once written
 
 
-def _failure(returncode: int, tail: deque, log: Path) -> KitError:
-    text = "".join(tail)
+# Under torchrun the last lines are the launcher's ChildFailedError; a rank's own error came earlier.
+RANK_ERROR = re.compile(r"^\[rank\d+\]: [\w.]*(Error|Exception)\b")
+
+
+def _failure(returncode: int, tail: deque, log: Path, rank_error: str | None = None) -> KitError:
+    text = "".join(tail) + (f"first error of a rank: {rank_error}" if rank_error else "")
     fix = next((hint for needle, hint in HINTS if needle in text), None)
     if returncode == 0:  # XTuner ended "well" but trained nothing, e.g. --resume of a finished run
         return KitError(f"XTuner exited without writing a new checkpoint; last lines of {log}:\n"
@@ -94,6 +119,7 @@ def run_xtuner(command: list[str], work_dir: Path, env: dict[str, str],
     before = {p.name: p.stat().st_mtime for p in checkpoints(work_dir)}
     log = work_dir / OUTPUT_LOG
     tail: deque[str] = deque(maxlen=25)
+    rank_error = None
     result = RunResult(work_dir, [])
     with log.open("a", encoding="utf-8") as out, training_progress() as progress:
         out.write("$ " + " ".join(command) + "\n")
@@ -103,6 +129,8 @@ def run_xtuner(command: list[str], work_dir: Path, env: dict[str, str],
         for line in proc.stdout:
             out.write(line)
             tail.append(line)
+            if rank_error is None and RANK_ERROR.match(line):
+                rank_error = line
             if line.startswith(PEAK_PREFIX):
                 result.peaks.append(json.loads(line[len(PEAK_PREFIX):]))
             it = parse_iter_line(line)
@@ -115,7 +143,7 @@ def run_xtuner(command: list[str], work_dir: Path, env: dict[str, str],
     result.checkpoints = checkpoints(work_dir)
     fresh = [p for p in result.checkpoints if before.get(p.name) != p.stat().st_mtime]
     if returncode != 0 or not fresh:
-        raise _failure(returncode, tail, log)
+        raise _failure(returncode, tail, log, rank_error)
     return result
 
 

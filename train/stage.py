@@ -13,7 +13,7 @@ from rich.console import Console
 from kit.errors import KitError
 from kit.train import preflight
 from kit.train.memory_plan import parse_memory_mib
-from kit.train.run import RunResult, checkpoints, recipe_env, run_xtuner, xtuner_command
+from kit.train.run import RunResult, checkpoints, recipe_env, run_xtuner, write_deepspeed_config, xtuner_command
 from kit.workspace import default_run
 
 DEEPSPEED_STAGES = ("zero1", "zero2", "zero3")
@@ -105,7 +105,8 @@ def run_train(s: TrainSettings, console: Console) -> RunResult | None:
         resume_from = found[-1]
         console.print(f"resuming from {resume_from}", soft_wrap=True)
     nproc = s.gpus or int(os.environ.get("NPROC_PER_NODE", 1))
-    command = xtuner_command(path, work, nproc=nproc, deepspeed=s.deepspeed, resume_from=resume_from)
+    ds_config = write_deepspeed_config(s.deepspeed, work) if s.deepspeed else None
+    command = xtuner_command(path, work, nproc=nproc, deepspeed=ds_config, resume_from=resume_from)
     result = run_xtuner(command, work, env, console)
     result.report = write_report(work)
     return result

@@ -11,7 +11,7 @@ from kit.train.memory_plan import INTERNLM2_1_8B, Setup, budget_mib, parse_memor
 from kit.train.preflight import check_fit
 from kit.train.progress import parse_iter_line
 from kit.train.report import pick_columns, write_report
-from kit.train.run import run_xtuner, xtuner_command
+from kit.train.run import run_xtuner, write_deepspeed_config, xtuner_command
 
 # Measured on an H100 (STACK.md; bench/results/train_gpu.json): XTuner's stock QLoRA recipe and
 # recipes/bajie.py, InternLM2-1.8B shape, one packed 2048-token row: 6,279 MiB max allocated.
@@ -23,6 +23,17 @@ def test_qlora_plan_matches_the_measured_peak_and_fits_a_10_percent_slice():
     assert abs(plan.peak_mib - MEASURED_QLORA_MIB) / MEASURED_QLORA_MIB < 0.05
     assert plan.fits(0.1 * 81920)  # A100 80GB, 10%
     assert "fits" in check_fit(plan, 0.1, 81920)
+
+
+def test_fast_plan_matches_the_peak_measured_on_the_h200_and_refuses_what_did_not_fit():
+    # bench/results/2026-12-02-GPU-train-peers.json: kit.train.fast, 8 packed rows per step (16,384
+    # tokens), 5.99 GiB allocated; stock XTuner 6.13 GiB. 16 rows per step ran out of an 8 GiB cap
+    # (bench/results/2026-12-02-GPU-train-peers-levers.json, `failed`).
+    for setup, measured_gib in ((Setup("qlora", batch=8, fast=True), 5.986), (Setup("qlora"), 6.131)):
+        plan = plan_memory(INTERNLM2_1_8B, setup)
+        assert abs(plan.peak_mib - measured_gib * 1024) / (measured_gib * 1024) < 0.10
+        assert plan.fits(8192)
+    assert not plan_memory(INTERNLM2_1_8B, Setup("qlora", batch=16, fast=True)).fits(8192)
 
 
 def test_lora_and_full_need_more_and_are_refused_in_the_slice():
@@ -63,14 +74,17 @@ def test_an_absolute_cap_is_the_same_slice_on_any_card(monkeypatch):
 def test_xtuner_command_single_multi_gpu_deepspeed_resume(tmp_path):
     one = xtuner_command(tmp_path / "r.py", tmp_path / "w")
     assert one[:3] == [sys.executable, "-m", "kit.train.launch"] and "--launcher" not in one
-    many = xtuner_command(tmp_path / "r.py", tmp_path / "w", nproc=4, deepspeed="zero2",
+    ds = write_deepspeed_config("zero2", tmp_path / "w")
+    zero = json.loads(ds.read_text())["zero_optimization"]
+    assert zero["stage"] == 2 and zero["reduce_bucket_size"] == zero["allgather_bucket_size"] == 50_000_000
+    many = xtuner_command(tmp_path / "r.py", tmp_path / "w", nproc=4, deepspeed=ds,
                           resume_from=tmp_path / "w" / "iter_10.pth", port=29512)
     assert many[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=4" in many and "--master_port=29512" in many
-    assert many[many.index("--deepspeed") + 1] == "deepspeed_zero2"
+    assert many[many.index("--deepspeed") + 1] == str(ds)
     assert many[many.index("--resume") + 1].endswith("iter_10.pth")
     assert many[-2:] == ["--launcher", "pytorch"]
-    one_ds = xtuner_command(tmp_path / "r.py", tmp_path / "w", nproc=1, deepspeed="zero2", port=29513)
+    one_ds = xtuner_command(tmp_path / "r.py", tmp_path / "w", nproc=1, deepspeed=ds, port=29513)
     assert one_ds[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=1" in one_ds
     assert one_ds[-2:] == ["--launcher", "pytorch"]
 
@@ -88,6 +102,12 @@ def test_failures_are_caught_with_a_hint(tmp_path):
     with pytest.raises(KitError, match="exit code 1") as e:
         run_xtuner(crash, tmp_path, {})
     assert "max_length" in e.value.fix
+    # Under torchrun a rank's error scrolls away behind the launcher's ChildFailedError (H200, DeepSpeed).
+    torchrun = "print('[rank0]: torch.OutOfMemoryError: CUDA out of memory.'); " + \
+        "[print(f'launcher line {i}') for i in range(40)]; print('ChildFailedError:'); raise SystemExit(1)"
+    with pytest.raises(KitError, match="first error of a rank: .rank0.: torch.OutOfMemoryError") as e:
+        run_xtuner([sys.executable, "-c", torchrun], tmp_path, {})
+    assert "--gpu-memory" in e.value.fix
     # XTuner's entry point exits 0 on a crash: no new checkpoint means failure too.
     with pytest.raises(KitError, match="without writing a new checkpoint"):
         run_xtuner([sys.executable, "-c", "print('Traceback ...')"], tmp_path, {})
