@@ -56,9 +56,14 @@ def find_checkpoint(work_dir: Path, chosen: str | Path | None = None) -> Path:
     return available[-1]
 
 
+# DeepSpeed writes its own script beside a ZeRO checkpoint, after XTuner's config (seen on the H200).
+NOT_CONFIGS = {"zero_to_fp32.py"}
+
+
 def find_config(work_dir: Path) -> Path:
     """The config XTuner dumped into the work dir when training started."""
-    configs = sorted(Path(work_dir).glob("*.py"), key=lambda p: p.stat().st_mtime)
+    configs = sorted((p for p in Path(work_dir).glob("*.py") if p.name not in NOT_CONFIGS),
+                     key=lambda p: p.stat().st_mtime)
     if not configs:
         raise KitError(f"no XTuner config (*.py) in {work_dir}",
                        "XTuner writes the recipe there when training starts; copy your recipe "

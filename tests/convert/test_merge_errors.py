@@ -183,3 +183,14 @@ def test_a_base_with_other_weights_is_refused(run_copy, tmp_path):
     _merge(run_copy, base=other, allow_base_mismatch=True, console=console)
     assert "warning: base" in console.file.getvalue()
     assert (run_copy["out"] / "merged" / "kit_merge.json").is_file()
+
+
+def test_deepspeeds_own_script_is_not_taken_for_the_config(tmp_path):
+    from kit.convert.locate import find_config
+
+    # A ZeRO run's work dir on the H200: XTuner's config, then DeepSpeed's zero_to_fp32.py, written later.
+    (tmp_path / "bajie.py").write_text("model = dict()\n")
+    script = tmp_path / "zero_to_fp32.py"
+    script.write_text("import deepspeed\n")
+    os.utime(script, (os.path.getmtime(tmp_path / "bajie.py") + 60,) * 2)
+    assert find_config(tmp_path) == tmp_path / "bajie.py"
