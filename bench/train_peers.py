@@ -34,9 +34,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from build_1p8b_shape import build_1p8b_shape  # noqa: E402
-from train_throughput import (ROWS_PER_STOCK_STEP, make_data, matmul_params, matmul_peak_tflops,  # noqa: E402
-                              parse_variant, run_variant)
+from train_throughput import (ROWS_PER_STOCK_STEP, add_run_args, bench_model, make_data,  # noqa: E402
+                              matmul_params, matmul_peak_tflops, parse_variant, run_variant)
 
 LORA_TARGETS = "wqkv,wo,w1,w2,w3,output"  # what XTuner's recipe targets (its LoRA finds every Linear)
 
@@ -122,21 +121,12 @@ def main() -> None:
     ap.add_argument("--lf-site", type=Path, required=True, help="--target folder of bench/fetch_peer_wheels.sh lf")
     ap.add_argument("--variants", nargs="+",
                     default=["ours:b=8", "ours-8gb:b=8:capgib=8", "lf:b=4:attn=sdpa", "lf-b8:b=8:attn=sdpa", "stock"])
-    ap.add_argument("--iters", type=int, default=16, help="iterations of each of our variants")
-    ap.add_argument("--stock-iters", type=int, default=20)
     ap.add_argument("--lf-steps", type=int, default=6, help="optimizer steps (16 rows each) of LLaMA-Factory")
-    ap.add_argument("--model", type=Path, default=Path("/tmp/kit-bench/internlm2-1p8b-shape"))
-    ap.add_argument("--cpu-smoke", action="store_true")
-    ap.add_argument("--timeout", type=int, default=150, help="seconds per variant")
+    add_run_args(ap, iters=16, stock_iters=20, timeout=150)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [parse_variant(s) for s in args.variants]
-    if args.cpu_smoke:
-        from kit.tiny import build_tiny_model
-
-        model = build_tiny_model()
-    else:
-        model = build_1p8b_shape(args.model)
+    model = bench_model(args)
     rows = max(args.stock_iters, args.iters * 8, args.lf_steps * ROWS_PER_STOCK_STEP)
     data = make_data(args.out / "data.jsonl", conversations=rows * 4 + 50)
     dataset_dir = lf_dataset(data, args.out / "lf-data")
@@ -179,7 +169,7 @@ def headline(runs: dict) -> dict:
     lf = [r for k, r in runs.items() if k.startswith("lf")]
     ours, ours_8gb = runs.get("ours"), runs.get("ours-8gb")
     best_lf = max(lf, key=lambda r: r["train_tokens_per_s"], default=None)
-    first = [r["first_step_loss"] for r in runs.values()]
+    first = [r["first_step_loss"] for r in runs.values() if r["first_step_loss"] is not None]
     out = {
         "ours_tokens_per_s": ours and ours["train_tokens_per_s"],
         "ours_peak_gib": ours and ours["peak_mem_allocated_gib"],
@@ -198,12 +188,12 @@ def headline(runs: dict) -> dict:
 
 
 def print_table(runs: dict, summary: dict) -> None:
-    gib = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    gib = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731  (losses print the same way)
     print(f"\n{'variant':<14}{'tok/s':>9}{'s/step':>8}{'MFU':>7}{'peak GiB':>9}{'resv GiB':>9}{'1st loss':>9}")
     for k, r in runs.items():
         mfu = f"{r['mfu']:.1%}" if r["mfu"] else "-"
         print(f"{k:<14}{r['train_tokens_per_s']:>9.0f}{r['seconds_per_iter']:>8.3f}{mfu:>7}"
-              f"{gib(r['peak_mem_allocated_gib']):>9}{gib(r['peak_mem_reserved_gib']):>9}{r['first_step_loss']:>9.3f}")
+              f"{gib(r['peak_mem_allocated_gib']):>9}{gib(r['peak_mem_reserved_gib']):>9}{gib(r['first_step_loss']):>9}")
     if summary.get("ours_vs_llamafactory"):
         print(f"ours / LLaMA-Factory best ({summary['llamafactory_best']}): {summary['ours_vs_llamafactory']:.2f}x")
 

@@ -225,24 +225,33 @@ def _gib(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def add_run_args(ap: argparse.ArgumentParser, iters: int, stock_iters: int, timeout: int) -> None:
+    """The options every training bench shares (run_variant reads them)."""
+    ap.add_argument("--iters", type=int, default=iters, help="iterations of each of our variants")
+    ap.add_argument("--stock-iters", type=int, default=stock_iters)
+    ap.add_argument("--model", type=Path, default=Path("/tmp/kit-bench/internlm2-1p8b-shape"))
+    ap.add_argument("--cpu-smoke", action="store_true", help="the tiny model, LoRA fp32: plumbing only")
+    ap.add_argument("--timeout", type=int, default=timeout, help="seconds per variant")
+
+
+def bench_model(args) -> Path:
+    """The InternLM2-1.8B-shaped model, or the tiny one for --cpu-smoke."""
+    if args.cpu_smoke:
+        from kit.tiny import build_tiny_model
+
+        return build_tiny_model()
+    return build_1p8b_shape(args.model)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variants", nargs="+", default=["stock", "ours:b=8", "ours-fp16:b=8:fp16=1", "stock-again"])
-    ap.add_argument("--iters", type=int, default=30, help="iterations of each of our variants")
-    ap.add_argument("--stock-iters", type=int, default=40)
-    ap.add_argument("--model", type=Path, default=Path("/tmp/kit-bench/internlm2-1p8b-shape"))
-    ap.add_argument("--cpu-smoke", action="store_true")
-    ap.add_argument("--timeout", type=int, default=300, help="seconds per variant")
+    add_run_args(ap, iters=30, stock_iters=40, timeout=300)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [parse_variant(s) for s in args.variants]
-    if args.cpu_smoke:
-        from kit.tiny import build_tiny_model
-
-        model = build_tiny_model()
-    else:
-        model = build_1p8b_shape(args.model)
+    model = bench_model(args)
     rows_needed = max((v["iters"] or (args.stock_iters if v["stock"] else args.iters)) * (1 if v["stock"] else v["b"])
                       for v in variants)
     data = make_data(args.out / "data.jsonl", conversations=rows_needed * 4 + 50)
