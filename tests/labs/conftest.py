@@ -7,7 +7,7 @@ import pytest
 # pytest's importlib mode puts only tests/ on sys.path; the walk's helpers live beside this file.
 sys.path.insert(0, str(Path(__file__).parent))
 
-TIMES = pytest.StashKey[list]()
+TIMES = pytest.StashKey[tuple]()
 
 
 @pytest.fixture(scope="session")
@@ -26,15 +26,15 @@ def course(tmp_path_factory, pytestconfig):
               "commands": [{"typed": r.typed, "seconds": round(r.seconds, 1), "skipped": r.skipped}
                            for r in w.results]} for w in walk.walks]
     (home / "times.json").write_text(json.dumps(times, ensure_ascii=False, indent=1), encoding="utf-8")
-    pytestconfig.stash[TIMES] = times
+    pytestconfig.stash[TIMES] = times, home / "times.json"
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    times = config.stash.get(TIMES, None)
+    times, path = config.stash.get(TIMES, ([], None))
     if times:
         terminalreporter.section("the course walked on CPU: wall time per lab")
         for lab in times:
             ran = sum(1 for c in lab["commands"] if not c["skipped"])
             terminalreporter.write_line(f"lab {lab['lab']}  {lab['seconds']:7.1f} s  {ran} commands run, "
                                         f"{len(lab['commands']) - ran} skipped" + ("" if lab["finished"] else "  (stopped)"))
-        terminalreporter.write_line(f"total  {sum(lab['seconds'] for lab in times):7.1f} s")
+        terminalreporter.write_line(f"total  {sum(lab['seconds'] for lab in times):7.1f} s  (each command's: {path})")
