@@ -111,8 +111,6 @@ def _failure(returncode: int, tail: deque, log: Path, rank_error: str | None = N
 def run_xtuner(command: list[str], work_dir: Path, env: dict[str, str],
                console: Console | None = None) -> RunResult:
     """Run `command`, showing a progress bar from its log lines; raise KitError if it failed."""
-    import json
-
     console = console or Console(stderr=True)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
