@@ -35,9 +35,13 @@ def cap_fraction(torch, rank: int) -> float | None:
         return None
     mib, fraction = os.environ.get("KIT_GPU_MEMORY_MIB"), os.environ.get("KIT_GPU_FRACTION")
     if mib:
-        total_mib = torch.cuda.get_device_properties(rank).total_memory / 2**20
-        return min(1.0, float(mib) / total_mib)
+        return fraction_of_card(torch, float(mib), rank)
     return float(fraction) if fraction else None
+
+
+def fraction_of_card(torch, mib: float, rank: int = 0) -> float:
+    """An absolute cap as the share of this rank's card that set_per_process_memory_fraction takes."""
+    return min(1.0, mib * 2**20 / torch.cuda.get_device_properties(rank).total_memory)
 
 
 def main(argv: list[str]) -> None:

@@ -14,6 +14,8 @@ import torch
 from mmengine.hooks import Hook
 from xtuner.utils import IGNORE_INDEX
 
+from kit.train.launch import fraction_of_card
+
 
 def _sync():
     if torch.cuda.is_available():
@@ -92,5 +94,5 @@ class MemoryCapHook(Hook):
 
     def before_run(self, runner):
         if torch.cuda.is_available():
-            total = torch.cuda.get_device_properties(0).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, self.gib * 2**30 / total) if self.gib else self.fraction)
+            torch.cuda.set_per_process_memory_fraction(fraction_of_card(torch, self.gib * 1024) if self.gib
+                                                       else self.fraction)
