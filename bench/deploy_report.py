@@ -25,7 +25,7 @@ def jsonl(path: Path) -> list[dict]:
 def phases(log: Path, t0: float) -> dict:
     """Seconds from `kit serve`'s start to the landmarks in its time-stamped output."""
     marks = {"first_server_started": "starting LMDeploy", "graph_warmup_first": "Warming up decoding",
-             "ready": "Ctrl-C stops everything"}
+             "first_server_answers": "answers after", "ready": "Ctrl-C stops everything"}
     seen, last_warmup = {}, None
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         stamp, _, text = line.partition(" ")
@@ -72,6 +72,8 @@ def main(logs: Path, out: Path) -> None:
     result = dict.fromkeys(KEYS) | {k: v for k, v in facts.items() if not k.startswith("t0_")}
     result |= {
         "fp16_single_tok_s": client("one", "base", "tok_per_s_single"),
+        "fp16_first_request_tok_s": client("one", "base", "tok_per_s_first_request"),
+        "cold_start_first_request_tok_s": client("cold", "base", "tok_per_s_first_request"),
         "fp16_adapter_single_tok_s": client("one", "tuned", "tok_per_s_single"),
         "one_server_plain_equals_stream": both("one", "plain_equals_stream"),
         "one_server_persona_default_applied": both("one", "persona_default_applied"),
@@ -79,18 +81,25 @@ def main(logs: Path, out: Path) -> None:
         "eager_adapter_single_tok_s": client("eager", "tuned", "tok_per_s_single"),
         "two_server_single_tok_s": [client("two", m, "tok_per_s_single") for m in ("base", "tuned")],
         "w4a16_single_tok_s": client("w4a16", "tuned", "tok_per_s_single"),
+        "w4a16_first_request_tok_s": client("w4a16", "tuned", "tok_per_s_first_request"),
         "w4a16_plain_equals_stream": client("w4a16", "tuned", "plain_equals_stream"),
         "w4a16_32_streams_tok_s": client("w4a16", "tuned", "concurrent_tok_per_s"),
         "kv_int8_single_tok_s": client("kv_int8", "tuned", "tok_per_s_single"),
         "kv_int8_plain_equals_stream": client("kv_int8", "tuned", "plain_equals_stream"),
+        "kv_int8_32_streams_tok_s": client("kv_int8", "tuned", "concurrent_tok_per_s"),
+        # the trained model (drift stage): real text, so plain == stream is a real check
+        "trained_plain_equals_stream": {run: client(run, "tuned", "plain_equals_stream")
+                                        for run in ("trained_merged", "trained_w4a16", "trained_kv_int8")},
+        "trained_stream_chars": {run: client(run, "tuned", "stream_chars")
+                                 for run in ("trained_merged", "trained_w4a16", "trained_kv_int8")},
         "start_phases_s": {log: phases(logs / log, t0) for key, t0 in facts.items()
                            if key.startswith("t0_") and (logs / (log := key.removeprefix("t0_"))).is_file()},
         "clients": clients,
     }
     result["drift"], result["drift_passed"] = drift_entries(logs / "drift" / "report.json")
-    quant = logs / "kit_quant.json"
-    if quant.is_file():
-        result["kit_quant"] = json.loads(quant.read_text(encoding="utf-8"))
+    for name in ("kit_quant", "kit_quant_trained"):
+        if (logs / f"{name}.json").is_file():
+            result[name] = json.loads((logs / f"{name}.json").read_text(encoding="utf-8"))
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print("deploy.json: " + ", ".join(f"{k}={json.dumps(result[k])[:80]}" for k in KEYS))
 

@@ -1,7 +1,8 @@
 """Check OpenAI-compatible endpoints with the official `openai` client and time them.
 
   python bench/serve_client.py URL=MODEL [URL=MODEL…] [--concurrency 32] [--max-tokens 128] [--raw FILE]
-For each model: a plain and a streamed answer, the persona check (a request without a system prompt
+For each model: a first request (timed apart: it may pay for kernel compilation), a plain and a
+streamed answer, the persona check (a request without a system prompt
 must cost as many prompt tokens as one with the persona's), and N concurrent streams (0: none).
 Prints JSON; --raw appends, per model, the plain answer and every chunk of the stream as received.
 """
@@ -19,6 +20,11 @@ PERSONA_PROBE = "你是谁？"
 def check(url: str, model: str, system: str | None, max_tokens: int, raw: str | None = None) -> dict:
     c = openai.OpenAI(base_url=url, api_key="none", timeout=300, max_retries=0)
     user = [{"role": "user", "content": PERSONA_PROBE}]
+    # The first request after start pays for kernels the engine compiles on first use (seen: 4x
+    # slower for W4A16); it is timed on its own and the single-stream speed is the second one's.
+    t = time.monotonic()
+    cold = c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0)
+    cold_s = time.monotonic() - t
     t = time.monotonic()
     plain = c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0)
     plain_s = time.monotonic() - t
@@ -34,14 +40,17 @@ def check(url: str, model: str, system: str | None, max_tokens: int, raw: str | 
             f.write(json.dumps({"url": url, "model": model, "plain": plain.model_dump(), "stream": chunks},
                                ensure_ascii=False) + "\n")
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
-    result = {"model": model, "url": url, "plain_s": round(plain_s, 3),
+    result = {"model": model, "url": url, "first_request_s": round(cold_s, 3),
+              "tok_per_s_first_request": round(cold.usage.completion_tokens / cold_s, 1),
+              "first_equals_plain": cold.choices[0].message.content == plain.choices[0].message.content,
+              "plain_s": round(plain_s, 3),
               "completion_tokens": plain.usage.completion_tokens, "prompt_tokens": plain.usage.prompt_tokens,
               "tok_per_s_single": round(plain.usage.completion_tokens / plain_s, 1),
               "finish_reason": plain.choices[0].finish_reason, "stream_chunks": len(parts),
               "stream_events": len(chunks), "stream_finish_reason": finishes[-1] if finishes else None,
               "plain_chars": len(plain.choices[0].message.content or ""), "stream_chars": len("".join(parts)),
               "stream_first_token_s": round(first, 3) if first else None,
-              "plain_equals_stream": "".join(parts) == plain.choices[0].message.content}
+              "plain_equals_stream": "".join(parts) == (plain.choices[0].message.content or "")}
     if system:
         explicit = c.chat.completions.create(model=model, messages=[{"role": "system", "content": system}] + user,
                                              max_tokens=1, temperature=0)

@@ -49,17 +49,21 @@ class Children:
         return proc
 
     def wait_ready(self, name: str, proc: subprocess.Popen, url: str, headers: dict, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise KitError(f"{name} exited with code {proc.returncode} while starting",
-                               "read its output above")
-            try:
-                if httpx.get(url, headers=headers, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        """Poll URL until it answers 200, with a spinner counting the seconds; then say how long it took."""
+        start = time.monotonic()
+        with self.console.status(f"waiting for {name} to answer") as status:
+            while (waited := time.monotonic() - start) < timeout:
+                if proc.poll() is not None:
+                    raise KitError(f"{name} exited with code {proc.returncode} while starting",
+                                   "read its output above")
+                try:
+                    if httpx.get(url, headers=headers, timeout=2).status_code == 200:
+                        self.console.print(f"{name} answers after {waited:.0f} s")
+                        return
+                except httpx.HTTPError:
+                    pass
+                status.update(f"waiting for {name} to answer: {waited:.0f} s")
+                time.sleep(0.5)
         raise KitError(f"{name} did not answer {url} within {timeout:.0f}s")
 
     def watch(self) -> None:

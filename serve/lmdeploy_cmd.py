@@ -6,6 +6,7 @@ lines for that interpreter. Everything here is pure, so it is unit-tested on CPU
 """
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -116,7 +117,9 @@ def api_server_command(python: Path, server: ApiServer, chat_template: Path, hos
     args = ["serve", "api_server", str(server.model), "--model-name", server.name, *adapters,
             "--backend", server.backend, "--chat-template", str(chat_template),
             "--cache-max-entry-count", str(server.cache_fraction), "--server-name", host,
-            "--server-port", str(server.port), "--trust-remote-code", "--log-level", "WARNING"]
+            "--server-port", str(server.port), "--trust-remote-code",
+            # INFO shows where a start spends its time (model load, KV cache, graph capture)
+            "--log-level", os.environ.get("KIT_LMDEPLOY_LOG_LEVEL", "WARNING")]
     if server.eager and server.backend == "pytorch":
         args += ["--eager-mode"]
     if server.kv:
