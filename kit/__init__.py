@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kit.quiet import quiet_generation_warnings
+from kit.quiet import quiet_known_noise
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,6 @@ _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "pyproject.toml").is_file() and (_checkout / "train" / "__init__.py").is_file():
     __path__.append(str(_checkout))
 
-# At import, so every process that generates is covered: the CLI, the servers it starts, and
+# At import, so every kit process is covered: the CLI, the servers it starts, and
 # XTuner's own run of a recipe (which imports kit.train.hooks).
-quiet_generation_warnings()
+quiet_known_noise()

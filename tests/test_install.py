@@ -52,3 +52,9 @@ def test_python_m_from_the_checkout_root_trains_against_a_plain_install(installe
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "No module named 'kit" not in result.stderr, result.stderr[-3000:]
     assert list((tmp_path / "work").glob("iter_*.pth")), result.stderr[-3000:]
+
+
+def test_a_plain_install_ships_the_startup_filter(installed):
+    """kit-quiet.pth (setup.py) quiets the `xtuner` commands a participant types; tests/test_quiet.py
+    runs one against the editable install `make env` makes."""
+    assert (installed / "kit-quiet.pth").read_text() == (ROOT / "kit-quiet.pth").read_text()
