@@ -44,4 +44,19 @@ def generate_reply(tokenizer, model, messages: list[dict], max_new_tokens: int) 
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=chat_format.stop_ids(tokenizer, model.generation_config))
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return decode_whole_chars(tokenizer, out[0, inputs["input_ids"].shape[1]:].tolist())
+
+
+def decode_whole_chars(tokenizer, ids: list[int]) -> str:
+    """The text of generated `ids` up to its last whole character. A byte-fallback tokenizer (InternLM2's
+    sentencepiece: `<0xE4><0xBD><0xA0>` is 你) spells a character outside its vocabulary in up to four
+    byte tokens; cut after some of them (max_tokens, or a stream between tokens), the text ends in
+    U+FFFD (for the cut bytes, or with tokenizers' ByteFallback for the whole run of bytes). Up to three
+    trailing tokens are left out until their character completes; a U+FFFD that fewer tokens do not
+    remove (bytes no character can complete) is kept, as the model's own output."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if text.endswith("\ufffd"):
+        for k in range(1, min(3, len(ids)) + 1):
+            if not (shorter := tokenizer.decode(ids[:-k], skip_special_tokens=True)).endswith("\ufffd"):
+                return shorter
+    return text

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from kit import chat_format
 from kit.errors import KitError
-from kit.hf_models import load_model
+from kit.hf_models import decode_whole_chars, load_model
 
 
 @dataclass
@@ -99,7 +99,7 @@ class HFChatModel:
                 token = int(input_ids[0, -1])
                 if token not in stop_ids:
                     new.append(token)
-                state["text"] = tokenizer.decode(new, skip_special_tokens=True)
+                state["text"] = decode_whole_chars(tokenizer, new)  # never half a character, even cut
                 state["stopped"] = any(s in state["text"] for s in stops)
                 return state["stopped"] or left.is_set() or bool(cancelled and cancelled.is_set())
 
@@ -166,8 +166,6 @@ class HFChatModel:
         if stops and (cut := min((text.find(s) for s in stops if s in text), default=-1)) >= 0:
             text, final = text[:cut], True
         if not final:
-            # A byte-level BPE may end mid-character; wait for the rest before sending.
-            text = text.rstrip("\ufffd")
             text = text[:len(text) - _held_back(text, stops)]
         if len(text) > state["sent"]:
             yield Delta(text[state["sent"]:])

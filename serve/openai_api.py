@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 
+from kit.hf_models import decode_whole_chars
 from kit.serve.hf_engine import ContextOverflow, Delta, HFChatModel, SamplingParams
 
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes a 64-bit seed; a larger one must not reach the engine
@@ -238,7 +239,7 @@ def create_app(models: dict[str, HFChatModel], api_key: str | None = None) -> Fa
             async for d in _deltas(lambda cancelled: model.stream_ids(ids, params, cancelled), request):
                 last = d
             new = last.token_ids
-        text = model.tokenizer.decode(list(new), skip_special_tokens=True)
+        text = decode_whole_chars(model.tokenizer, list(new))
         choice = {"index": 0, "text": (req.prompt if req.echo else "") + text,
                   "finish_reason": last.finish_reason, "logprobs": None}
         if req.logprobs is not None:
