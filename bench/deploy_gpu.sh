@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU-machine deploy bench (issue 18) on an H200, LMDeploy 0.18 PyTorch engine, in stages (DEPLOY_STAGES, in
-# this order; one call of at most ~9.5 minutes fits "ready two w4a16" or "drift"):
+# the order below, drift before speed; one call of at most ~9.5 minutes fits "ready two w4a16" or "drift speed"):
 #   ready   kit serve, one server for base + adapter (30% slice) on the 1.8B-shaped model: first a cold
 #           start (empty Triton kernel cache, LMDeploy at INFO: where the time goes), then the start a
 #           user sees from then on (kernels cached): ready_s, one_server_mib, plain == stream, persona
@@ -9,6 +9,8 @@
 #   w4a16   kit quantize --w4a16 (in the background from the start), then that model served twice in
 #           10% slices, as quantized and with --kv int8: speed, plain == stream
 #   eager   the ready stage's warm start with --eager-mode (no CUDA graphs), if time is left
+#   speed   the 1.8B-shaped merged model and its W4A16 side by side (10% slices each): single stream and
+#           32 streams, medians of 3 after the first request
 #   drift   one trained model through every stage: the `kit demo` models widened for AWQ
 #           (bench/pad_for_awq.py) as adapter (PEFT on base) -> merged -> merged served by LMDeploy ->
 #           W4A16 -> W4A16 + KV int8, compared by `kit eval --drift`; every server's plain vs streamed reply
@@ -16,7 +18,7 @@
 # recipes/bajie.py's GPU targets and the merged model its merge (bench/deploy_models.py).
 # Before: bash bench/deploy_inputs.sh (here); carry .whl-serve, .whl-train and .serve-gpu:
 #   run(command="DEPLOY_STAGES='ready two w4a16' bash bench/deploy_gpu.sh", carry=[...])
-#   run(command="DEPLOY_STAGES=drift bash bench/deploy_gpu.sh", carry=[...])
+#   run(command="DEPLOY_STAGES='drift speed' bash bench/deploy_gpu.sh", carry=[...])
 # $OUT gets summary.txt (every step, as it happens), deploy.json (the results, rewritten after each
 # stage), streams.jsonl (raw plain and streamed answers), drift.png and logs.tar.gz (server logs
 # with a time stamp on every line, client output, the drift report).
@@ -74,7 +76,7 @@ say "gpu: $(gpu_line)"
 SYSTEM=$(python3 -c 'from kit.persona import persona_for; print(persona_for("bajie").system_prompt)')
 M=/tmp/models/internlm2-1_8b-shape D=/tmp/models/deploy W=/tmp/models/w4a16
 T=$REPO/.serve-gpu/trained TW=/tmp/models/trained-w4a16
-if has ready || has two || has w4a16 || has eager; then
+if has ready || has two || has w4a16 || has eager || has speed; then
   say "build the 1.8B-shaped model, its adapter and merge"
   timeout 240 python3 bench/serve_build_model.py .serve-gpu/tiny "$M" 2>&1 | tail -1 | tee -a "$O/summary.txt"
   timeout 240 python3 bench/deploy_models.py "$M" "$D" 2>&1 | tail -2 | tee -a "$O/summary.txt"
@@ -118,20 +120,28 @@ client() {  # NAME TARGETS… [-- CLIENT OPTIONS]: bench/serve_client.py, JSON l
 
 ARGS=(--engine lmdeploy --base "$M" --tuned "$D/merged" --no-ui --gpu-fraction 0.3)
 cache_mib() { du -sm "$TRITON_CACHE_DIR" 2>/dev/null | cut -f1 || echo 0; }
-# quantize QPID_VAR SOURCE OUT: kit quantize --w4a16 in the background, its exit and seconds to LOG.rc
+# quantize VAR LOG SOURCE OUT: kit quantize --w4a16 in the background (VAR = its pid); exit and seconds to LOG.rc
 quantize() {
-  local log=$1 src=$2 out=$3
+  local var=$1 log=$2 src=$3 out=$4
   say "kit quantize $src --w4a16 (background, log $log)"
   ( t=$(now); timeout 240 "${KIT[@]}" quantize "$src" --w4a16 -o "$out" --calib-samples 32 --calib-seqlen 512 \
       > >(stamp >"$L/$log") 2>&1; echo "$? $(since "$t")" >"$L/$log.rc" ) &
+  printf -v "$var" %s $!
 }
-# quantized LOG FACT: wait for the background quantize; 0 if it made the model
+# quantized VAR LOG FACT: wait for that background quantize; 0 if it made the model
 quantized() {
-  wait "$QPID"; local rc s; read -r rc s <"$L/$1.rc"; fact "$2" "$s"; say "kit quantize exit $rc"; [ "$rc" = 0 ]
+  wait "${!1}"; local rc s; read -r rc s <"$L/$2.rc"; fact "$3" "$s"; say "kit quantize exit $rc"; [ "$rc" = 0 ]
+}
+# w4a16_ready: the 1.8B-shaped W4A16 model, once (the w4a16 and speed stages share it)
+w4a16_ready() {
+  if [ -z "${Q_DONE:-}" ]; then
+    Q_DONE=1; quantized Q quantize.log quantize_s && cp "$W/kit_quant.json" "$L/" 2>/dev/null
+  fi
+  [ -f "$W/kit_quant.json" ]
 }
 
 # ---- ready: one server, base + adapter; cold, then as every later start ----
-if has w4a16; then quantize quantize.log "$D/merged" "$W"; QPID=$!; fi
+if has w4a16 || has speed; then quantize Q quantize.log "$D/merged" "$W"; fi
 if has ready; then
   KIT_LMDEPLOY_LOG_LEVEL=INFO start_serve A one_cold.log "${ARGS[@]}" --port 23333
   if wait_ready A one_cold.log 300; then
@@ -139,7 +149,7 @@ if has ready; then
     client cold http://127.0.0.1:23333/v1=base http://127.0.0.1:23333/v1=tuned --concurrency 0
   fi
   stop_serve "$A"; bundle
-  if has w4a16; then quantized quantize.log quantize_s && cp "$W/kit_quant.json" "$L/" 2>/dev/null; Q_DONE=1; fi
+  if has w4a16 || has speed; then w4a16_ready; fi  # the warm start below runs alone
   start_serve A one.log "${ARGS[@]}" --port 23333
   if wait_ready A one.log 300; then
     fact ready_s "$(since "$A_T0")"; fact one_server_mib "$(tree_mib "$A")"
@@ -163,8 +173,7 @@ elif has two; then fact two_skipped '"no time left"'; fi
 
 # ---- w4a16: the quantized model, as is and with KV int8, side by side ----
 if has w4a16; then
-  if [ -z "${Q_DONE:-}" ]; then quantized quantize.log quantize_s && cp "$W/kit_quant.json" "$L/" 2>/dev/null; fi
-  if [ -f "$W/kit_quant.json" ] && [ "$(left)" -gt 120 ]; then
+  if w4a16_ready && [ "$(left)" -gt 120 ]; then
     start_serve W4 w4a16.log --engine lmdeploy --tuned "$W" --no-ui --gpu-fraction 0.1 --port 23350
     start_serve KV kv_int8.log --engine lmdeploy --tuned "$W" --no-ui --gpu-fraction 0.1 --port 23360 --kv int8
     if wait_ready W4 w4a16.log $(( $(left) - 60 )); then
@@ -191,11 +200,11 @@ elif has eager; then fact eager_skipped '"no time left"'; fi
 
 # ---- drift: one trained model through every deployment stage ----
 if has drift; then
-  quantize quantize_trained.log "$T/merged" "$TW"; QPID=$!
+  quantize QT quantize_trained.log "$T/merged" "$TW"
   TARGS=(--engine lmdeploy --no-ui --gpu-fraction 0.1 --character bajie)
   start_serve TM trained_merged.log "${TARGS[@]}" --tuned "$T/merged" --port 23370
   STAGES_DRIFT=("adapter=$T/adapter" "merged=$T/merged")
-  if quantized quantize_trained.log trained_quantize_s; then
+  if quantized QT quantize_trained.log trained_quantize_s; then
     cp "$TW/kit_quant.json" "$L/kit_quant_trained.json" 2>/dev/null
     start_serve TW4 trained_w4a16.log "${TARGS[@]}" --tuned "$TW" --port 23380
     start_serve TKV trained_kv_int8.log "${TARGS[@]}" --tuned "$TW" --port 23390 --kv int8
@@ -223,5 +232,18 @@ if has drift; then
     tail -30 "$L/drift.log" | cut -c1-300 | tee -a "$O/summary.txt"
   else fact drift_skipped '"no time left"'; fi
   for p in TM TW4 TKV; do [ -n "${!p:-}" ] && stop_serve "${!p}"; done
+fi
+# ---- speed: fp16 merged vs W4A16 side by side, medians of 3 after the first request ----
+if has speed; then
+  if w4a16_ready && [ "$(left)" -gt 150 ]; then
+    start_serve SF speed_fp16.log --engine lmdeploy --tuned "$D/merged" --no-ui --gpu-fraction 0.1 --port 23400
+    start_serve SW speed_w4a16.log --engine lmdeploy --tuned "$W" --no-ui --gpu-fraction 0.1 --port 23410
+    if wait_ready SF speed_fp16.log $(( $(left) - 60 )) && wait_ready SW speed_w4a16.log 60; then
+      fact speed_fp16_server_mib "$(tree_mib "$SF")"; fact speed_w4a16_server_mib "$(tree_mib "$SW")"
+      client speed_fp16 http://127.0.0.1:23400/v1=tuned --concurrency 32 --repeat 3
+      client speed_w4a16 http://127.0.0.1:23410/v1=tuned --concurrency 32 --repeat 3
+    fi
+    stop_serve "$SF"; stop_serve "$SW"; bundle
+  else fact speed_skipped '"no quantized model or no time left"'; fi
 fi
 bundle; say "done; deploy.json:"; cat "$O/deploy.json" | tee -a "$O/summary.txt"

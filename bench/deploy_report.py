@@ -87,6 +87,10 @@ def main(logs: Path, out: Path) -> None:
         "kv_int8_single_tok_s": client("kv_int8", "tuned", "tok_per_s_single"),
         "kv_int8_plain_equals_stream": client("kv_int8", "tuned", "plain_equals_stream"),
         "kv_int8_32_streams_tok_s": client("kv_int8", "tuned", "concurrent_tok_per_s"),
+        "speed_fp16_single_tok_s": client("speed_fp16", "tuned", "tok_per_s_single"),
+        "speed_w4a16_single_tok_s": client("speed_w4a16", "tuned", "tok_per_s_single"),
+        "speed_fp16_32_streams_tok_s": client("speed_fp16", "tuned", "concurrent_tok_per_s"),
+        "speed_w4a16_32_streams_tok_s": client("speed_w4a16", "tuned", "concurrent_tok_per_s"),
         # the trained model (drift stage): real text, so plain == stream is a real check
         "trained_plain_equals_stream": {run: client(run, "tuned", "plain_equals_stream")
                                         for run in ("trained_merged", "trained_w4a16", "trained_kv_int8")},

@@ -1,6 +1,6 @@
 """Check OpenAI-compatible endpoints with the official `openai` client and time them.
 
-  python bench/serve_client.py URL=MODEL [URL=MODEL…] [--concurrency 32] [--max-tokens 128] [--raw FILE]
+  python bench/serve_client.py URL=MODEL [URL=MODEL…] [--concurrency 32] [--max-tokens 128] [--repeat N] [--raw FILE]
 For each model: a first request (timed apart: it may pay for kernel compilation), a plain and a
 streamed answer, the persona check (a request without a system prompt
 must cost as many prompt tokens as one with the persona's), and N concurrent streams (0: none).
@@ -10,6 +10,7 @@ Prints JSON; --raw appends, per model, the plain answer and every chunk of the s
 import argparse
 import asyncio
 import json
+import statistics
 import time
 
 import openai
@@ -17,7 +18,8 @@ import openai
 PERSONA_PROBE = "你是谁？"
 
 
-def check(url: str, model: str, system: str | None, max_tokens: int, raw: str | None = None) -> dict:
+def check(url: str, model: str, system: str | None, max_tokens: int, raw: str | None = None,
+          repeat: int = 1) -> dict:
     c = openai.OpenAI(base_url=url, api_key="none", timeout=300, max_retries=0)
     user = [{"role": "user", "content": PERSONA_PROBE}]
     # The first request after start pays for kernels the engine compiles on first use (seen: 4x
@@ -25,9 +27,12 @@ def check(url: str, model: str, system: str | None, max_tokens: int, raw: str | 
     t = time.monotonic()
     cold = c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0)
     cold_s = time.monotonic() - t
-    t = time.monotonic()
-    plain = c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0)
-    plain_s = time.monotonic() - t
+    times = []
+    for _ in range(repeat):  # one 128-token request varies by a third between runs: the median of N
+        t = time.monotonic()
+        plain = c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0)
+        times.append(time.monotonic() - t)
+    plain_s = statistics.median(times)
     t, first, parts, chunks = time.monotonic(), None, [], []
     for ch in c.chat.completions.create(model=model, messages=user, max_tokens=max_tokens, temperature=0,
                                         stream=True):
@@ -89,13 +94,17 @@ def main() -> None:
     p.add_argument("--system", default=None, help="persona system prompt to compare against")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--repeat", type=int, default=1, help="time the single stream and the N streams this "
+                   "many times (after the first request) and report the medians")
     p.add_argument("--raw", default=None, help="append the plain answer and the stream's chunks here (JSONL)")
     a = p.parse_args()
     for target in a.targets:
         url, model = target.rsplit("=", 1)
-        r = check(url, model, a.system, a.max_tokens, a.raw)
+        r = check(url, model, a.system, a.max_tokens, a.raw, a.repeat)
         if a.concurrency:
-            r |= asyncio.run(concurrent(url, model, a.concurrency, a.max_tokens))
+            runs = [asyncio.run(concurrent(url, model, a.concurrency, a.max_tokens)) for _ in range(a.repeat)]
+            r |= runs[-1] | {"concurrent_tok_per_s": statistics.median(x["concurrent_tok_per_s"] for x in runs),
+                             "concurrent_tok_per_s_runs": [x["concurrent_tok_per_s"] for x in runs]}
         print(json.dumps(r, ensure_ascii=False), flush=True)
 
 

@@ -25,6 +25,9 @@ class ServerPlan:
 
 
 def cuda_available() -> bool:
+    """nvidia-smi's word where it has one (kit serve starts seconds sooner without importing torch)."""
+    if lm.nvidia_smi_memory_mib() is not None:
+        return True
     import torch
 
     return torch.cuda.is_available()

@@ -268,3 +268,31 @@ def test_quantize_on_cpu_says_lmdeploy_needs_a_gpu(tiny_model):
 def test_driver_script_parses_its_arguments():
     out = subprocess.run([sys.executable, str(DRIVER), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--calib" in out.stdout
+
+
+def _fake_nvidia_smi(folder: Path, body: str) -> str:
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_gpu_memory_comes_from_nvidia_smi_for_the_first_visible_device(tmp_path, monkeypatch):
+    # the fake answers for the device asked with -i, so the test sees which one kit asked about
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, 'echo "$((1000 + $2 * 10000)), 143771"'))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert lm.nvidia_smi_memory_mib() == (1000.0, 143771.0)  # -i 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert lm.gpu_memory_mib() == (31000.0, 143771.0)  # -i 3: CUDA's device 0
+
+
+@pytest.mark.parametrize("visible, body", [("GPU-8f3c", 'echo "1, 2"'),  # devices named by UUID
+                                           (None, "exit 9"),  # a failing nvidia-smi
+                                           (None, 'echo "No devices were found"')])
+def test_nvidia_smi_that_cannot_say_leaves_it_to_torch(tmp_path, monkeypatch, visible, body):
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, body))
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert lm.nvidia_smi_memory_mib() is None
