@@ -72,7 +72,7 @@ def choose_persona(option: str | None, artifacts: list[Path | str | None], conso
     elif recorded:
         persona, source = persona_for(recorded.pop()), str(found[0][0])
     else:
-        persona, source = persona_for(COURSE_CHARACTER), "no record names one: the course's default"
+        persona, source = persona_for(COURSE_CHARACTER), "the course's default: no model given records a character"
     for path, record in found:
         digest = record.get("persona_digest")
         if record["character"] == persona.character and digest and digest != persona_digest(persona):

@@ -59,7 +59,7 @@ def test_a_quantized_model_defers_to_its_source(home):
 
 def test_no_record_is_the_course_default_and_says_so(home):
     persona, said = choose(None, home / "base", None)
-    assert persona.character == "bajie" and "no record names one" in said
+    assert persona.character == "bajie" and "the course's default: no model given records a character" in said
 
 
 def test_two_characters_need_an_explicit_choice(home):
