@@ -120,11 +120,12 @@ client() {  # NAME TARGETS… [-- CLIENT OPTIONS]: bench/serve_client.py, JSON l
 
 ARGS=(--engine lmdeploy --base "$M" --tuned "$D/merged" --no-ui --gpu-fraction 0.3)
 cache_mib() { du -sm "$TRITON_CACHE_DIR" 2>/dev/null | cut -f1 || echo 0; }
-# quantize VAR LOG SOURCE OUT: kit quantize --w4a16 in the background (VAR = its pid); exit and seconds to LOG.rc
+# quantize VAR LOG SOURCE OUT [OPTIONS]: kit quantize --w4a16 in the background (VAR = its pid); exit and
+# seconds to LOG.rc
 quantize() {
-  local var=$1 log=$2 src=$3 out=$4
-  say "kit quantize $src --w4a16 (background, log $log)"
-  ( t=$(now); timeout 240 "${KIT[@]}" quantize "$src" --w4a16 -o "$out" --calib-samples 32 --calib-seqlen 512 \
+  local var=$1 log=$2 src=$3 out=$4; shift 4
+  say "kit quantize $src --w4a16 $* (background, log $log)"
+  ( t=$(now); timeout 240 "${KIT[@]}" quantize "$src" --w4a16 -o "$out" --calib-samples 32 --calib-seqlen 512 "$@" \
       > >(stamp >"$L/$log") 2>&1; echo "$? $(since "$t")" >"$L/$log.rc" ) &
   printf -v "$var" %s $!
 }
@@ -200,7 +201,9 @@ elif has eager; then fact eager_skipped '"no time left"'; fi
 
 # ---- drift: one trained model through every deployment stage ----
 if has drift; then
-  quantize QT quantize_trained.log "$T/merged" "$TW"
+  # LMDeploy's AWQ loader splits wqkv's packed columns into q, k and v, each a multiple of the group size;
+  # the tiny model's k and v are 2 heads x 32 = 64 wide, so 64-wide groups (seen: group 128 asserts at load)
+  quantize QT quantize_trained.log "$T/merged" "$TW" --group-size 64
   TARGS=(--engine lmdeploy --no-ui --gpu-fraction 0.1 --character bajie)
   start_serve TM trained_merged.log "${TARGS[@]}" --tuned "$T/merged" --port 23370
   STAGES_DRIFT=("adapter=$T/adapter" "merged=$T/merged")
