@@ -50,6 +50,6 @@ timeout ${DS_TIMEOUT_S:-130} "${KIT[@]}" train "$REPO/recipes/bajie.py" --gpus 1
 say "kit train exit $?; $(grep -E 'peak|done|error|Error' "$O/deepspeed_train.log" | tail -5)"
 ls /tmp/ds-work /tmp/ds-work/iter_* 2>&1 | tee -a "$O/summary.txt"
 tail -c 20000 /tmp/ds-work/train_output.log >"$O/deepspeed_train_output.log" 2>/dev/null
-timeout 45 "${KIT[@]}" merge /tmp/ds-work -o /tmp/ds-merged >"$O/deepspeed_merge.log" 2>&1
+timeout ${MERGE_TIMEOUT_S:-90} "${KIT[@]}" merge /tmp/ds-work -o /tmp/ds-merged >"$O/deepspeed_merge.log" 2>&1
 say "kit merge exit $?; $(tail -3 "$O/deepspeed_merge.log")"
 say "done"
