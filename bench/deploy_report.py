@@ -2,6 +2,7 @@
 run cut short still returns what it measured.
 
   python bench/deploy_report.py LOGS OUT.json
+  python bench/deploy_report.py --combine OUT.json NAME=RUN.json …   (one file from several GPU calls)
 LOGS holds facts.jsonl ({"key": value} lines from the script), client_NAME.jsonl (bench/serve_client.py:
 one line per model), SERVER.log (kit serve's output, each line prefixed by its epoch time) and
 drift/report.json (kit eval --drift). Prints a one-line summary.
@@ -108,5 +109,20 @@ def main(logs: Path, out: Path) -> None:
     print("deploy.json: " + ", ".join(f"{k}={json.dumps(result[k])[:80]}" for k in KEYS))
 
 
+def combine(out: Path, runs: list[str]) -> None:
+    """Issue 18's keys from the first run that measured each (runs in the order given), every run's
+    deploy.json kept whole under "runs"."""
+    loaded = {name: json.loads(Path(path).read_text(encoding="utf-8"))
+              for name, path in (r.split("=", 1) for r in runs)}
+    result = {k: next((r[k] for r in loaded.values() if r.get(k) is not None), None) for k in KEYS}
+    result["key_sources"] = {k: next((n for n, r in loaded.items() if r.get(k) is not None), None) for k in KEYS}
+    result["runs"] = loaded
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    print("deploy.json: " + ", ".join(f"{k}={json.dumps(result[k])[:80]}" for k in KEYS))
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "--combine":
+        combine(Path(sys.argv[2]), sys.argv[3:])
+    else:
+        main(Path(sys.argv[1]), Path(sys.argv[2]))

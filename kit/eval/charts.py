@@ -133,7 +133,8 @@ def drift_chart(report: dict, path: Path) -> None:
     drift = report["drift"]
     comparisons, stages = drift["comparisons"], drift["stages"]
     labels = [f"{c['stage']}\nvs {c['against']}" for c in comparisons]
-    fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 3.8), layout="constrained")
+    # each panel wide enough for its stage names side by side (five stages: 6.25 in)
+    fig, axes = plt.subplots(1, 3, figsize=(max(4.2, 1.25 * len(stages)) * 3, 3.8), layout="constrained")
     for ax, metric, title, scale, unit in (
             (axes[0], "agreement", "Identical greedy replies", 1, ".2f"),
             (axes[1], "perplexity_change", "Held-out perplexity change, %", 100, "+.2f")):
@@ -154,6 +155,8 @@ def drift_chart(report: dict, path: Path) -> None:
         axes[2].bar([x + offset for x in xs], [s[metric] for s in stages], width, color=color,
                     label=METRICS[metric][0])
     axes[2].set_xticks(list(xs), [s["name"] for s in stages])
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=8)
     axes[2].set_ylim(0, 1.1)
     axes[2].set_title("Persona metrics per stage\n(higher is better)", fontsize=9)
     axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=2, fontsize=7, frameon=False)
