@@ -24,7 +24,9 @@
 #                               is r x (2,048 + 92,544) = 6.1M parameters at r=64 (+10% on the layers'
 #                               62.9M), and LMDeploy has no LoRA slot for it, so only a head-free
 #                               adapter serves beside the base in one `kit serve` server.
-#   lr 2e-4, cosine, 3% warm-up the usual LoRA rate; role-play data is small, so no higher.
+#   lr 2e-4, cosine, 3% warm-up the usual LoRA rate; role-play data is small, so no higher. The warm-up
+#                               lasts 2 iterations at least: XTuner's LinearLR leaves a short run (the
+#                               course's set is ~7 iterations an epoch) at 1e-5 x lr (train/schedule.py).
 #   max_length 2048, packing    short dialogue turns packed into full 2048-token rows: no padding
 #                               waste, one row per step regardless of sample length.
 #   8 rows x 2 accumulation     16 packed rows (~32k tokens) per optimizer step, as the community's
@@ -41,7 +43,7 @@ from datasets import load_dataset
 from mmengine.dataset import DefaultSampler
 from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook,
                             ParamSchedulerHook)
-from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR, OptimWrapper
+from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, OptimWrapper
 from peft import LoraConfig
 from torch.optim import AdamW
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -53,6 +55,7 @@ from xtuner.utils import PROMPT_TEMPLATE
 
 from kit.train.fast import FastSupervisedFinetune, packed_collate_fn
 from kit.train.hooks import PersonaChatHook
+from kit.train.schedule import WarmupLR
 
 #######################################################################
 #                          PART 1  Settings                           #
@@ -208,7 +211,8 @@ if optim_wrapper_type is AmpOptimWrapper:
     optim_wrapper.update(loss_scale="dynamic", dtype="float16")
 
 param_scheduler = [
-    dict(type=LinearLR, start_factor=warmup_start_factor, by_epoch=True, begin=0,
+    # XTuner's LinearLR, but never a 0- or 1-iteration window on a short run (kit/train/schedule.py)
+    dict(type=WarmupLR, start_factor=warmup_start_factor, by_epoch=True, begin=0,
          end=warmup_ratio * max_epochs, convert_to_iter_based=True),
     dict(type=CosineAnnealingLR, eta_min=0.0, by_epoch=True, begin=warmup_ratio * max_epochs,
          end=max_epochs, convert_to_iter_based=True),
