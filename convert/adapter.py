@@ -8,6 +8,7 @@ adapter stays fp32 (XTuner would halve it). Every failure becomes a KitError nam
 """
 
 import json
+import logging
 from pathlib import Path
 
 from kit.errors import KitError
@@ -130,6 +131,7 @@ def export_adapter(config_path: Path, checkpoint: Path, base: Path, out: Path) -
 
     from accelerate import init_empty_weights
     from accelerate.utils import set_module_tensor_to_device
+    from mmengine.logging import MMLogger
     from xtuner.registry import BUILDER
 
     import kit.train.xtuner_compat  # noqa: F401  (torch.cpu.is_bf16_supported shim, for CPU hosts)
@@ -165,6 +167,13 @@ def export_adapter(config_path: Path, checkpoint: Path, base: Path, out: Path) -
         raise KitError(f"checkpoint {checkpoint} lacks {len(missing)} LoRA tensors, e.g. {missing[0]}",
                        "the recipe's `lora` settings differ from the ones trained with: use the "
                        "config from the same work dir")
-    model.to_hf(cfg=cfg, save_dir=str(out), fp32=True,
-                save_pretrained_kwargs={"safe_serialization": True})
+    # XTuner logs "Saving adapter to" the staging folder (.adapter.partial-HOST-PID-…); kit names where
+    # the adapter lands once it is there
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.to_hf(cfg=cfg, save_dir=str(out), fp32=True, save_pretrained_kwargs={"safe_serialization": True})
+    finally:
+        logger.setLevel(level)
     return json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
