@@ -19,7 +19,8 @@ pipi() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-
 say "install"
 pipi /tmp/site-train .whl-train/*.whl $(ls .whl-xtx/*.whl | grep -v liger) || { say "FAILED: install train"; exit 1; }
 pipi /tmp/site-liger .whl-xtx/liger*.whl || { say "FAILED: install liger"; exit 1; }
-pipi /tmp/site-lf .whl-lf/*.whl .whl-train/bitsandbytes-*.whl || { say "FAILED: install lf"; exit 1; }
+# LLaMA-Factory only when carried (a run of kit's own variants and the DeepSpeed step needs none of it).
+[ ! -d .whl-lf ] || pipi /tmp/site-lf .whl-lf/*.whl .whl-train/bitsandbytes-*.whl || { say "FAILED: install lf"; exit 1; }
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site-kit . >/dev/null \
   || { say "FAILED: install kit"; exit 1; }
 export PYTHONPATH=/tmp/site-kit:/tmp/site-train:/tmp/site-liger
@@ -36,7 +37,7 @@ tar -czf "$O/logs.tar.gz" -C /tmp/peers --exclude='*.jsonl' --exclude='out' --ex
 [ -n "${SKIP_DS:-}" ] && { say "done (DeepSpeed skipped)"; exit 0; }
 say "2 kit train --gpus 1 --deepspeed zero2"
 # The bench dialogues under 八戒's system prompt: kit's data check refuses rows whose persona is not the recipe's.
-mkdir -p /tmp/ds-data && head -n 400 /tmp/peers/data.jsonl | python3 -c '
+mkdir -p /tmp/ds-data && head -n "${DS_ROWS:-400}" /tmp/peers/data.jsonl | python3 -c '
 import json, sys
 from kit.persona import persona_for
 system = persona_for("bajie").system_prompt
