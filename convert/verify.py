@@ -5,8 +5,9 @@ import torch
 from kit.errors import KitError
 from kit.hf_models import generate_reply
 
-# Largest |merged - (base + adapter)| logit difference allowed, as a fraction of the largest |logit|:
-# merging rounds W + BA to the target dtype once, so the bound follows that dtype's precision. fp32:
+# Largest |merged - (base + adapter)| logit difference allowed, as a fraction of the largest |logit|,
+# both sides computed in fp32: merging rounds W + BA to the target dtype once, so the bound follows
+# that dtype's precision. fp32:
 # 5e-4, as the demo's run with LoRA on the embedding and the head measured 1.1e-4 on one probe (a wrong
 # merge is off by the adapter's whole effect, ~1 relative).
 TOLERANCE = {torch.float32: 5e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}

@@ -20,14 +20,14 @@ def merge_findings(ws: Workspace, persona, fix: str) -> list[Finding]:
         tok = state["tokenizer"] = AutoTokenizer.from_pretrained(merged, trust_remote_code=True)
         state["prompts"] = verify.probe_prompts(tok, persona, 2)
         model = AutoModelForCausalLM.from_pretrained(merged, trust_remote_code=True, torch_dtype="auto")
-        state["dtype"] = model.dtype
-        state["merged"] = verify.logits(model.to(device).eval(), state["prompts"])
+        state["dtype"] = model.dtype  # the tolerance's; both sides are compared in fp32, as kit merge does
+        state["merged"] = verify.logits(model.float().to(device).eval(), state["prompts"])
         return f"{merged} ({str(model.dtype).removeprefix('torch.')}, {model.num_parameters():,} parameters)"
 
     def adapter_loads() -> str:
         need(adapter / "adapter_config.json", fix)
         need(base / "config.json", fix)
-        model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=True, torch_dtype=state["dtype"])
+        model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=True, torch_dtype=torch.float32)
         tuned = PeftModel.from_pretrained(model, adapter).to(device).eval()
         state["reference"], state["effect"] = verify.adapter_logits(tuned, state["prompts"])
         return f"LoRA r={tuned.peft_config['default'].r} onto {base}"
