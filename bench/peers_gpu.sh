@@ -45,7 +45,12 @@ for line in sys.stdin:
     row = json.loads(line); row["messages"][0]["content"] = system; print(json.dumps(row, ensure_ascii=False))
 ' > /tmp/ds-data/train.jsonl
 KIT=(python3 -c 'from kit.cli import main; main()')
-timeout ${DS_TIMEOUT_S:-130} "${KIT[@]}" train "$REPO/recipes/bajie.py" --gpus 1 --deepspeed zero2 \
+# The sample chats (before, during and after training) take most of a short run on random weights;
+# DS_CHAT_TOKENS=N runs a copy of the recipe whose chats stop after N tokens.
+RECIPE=$REPO/recipes/bajie.py
+[ -n "${DS_CHAT_TOKENS:-}" ] && { RECIPE=$REPO/recipes/bajie_ds_bench.py  # beside it: its paths hold
+  sed "s/^max_new_tokens = .*/max_new_tokens = $DS_CHAT_TOKENS/" "$REPO/recipes/bajie.py" >"$RECIPE"; }
+timeout ${DS_TIMEOUT_S:-130} "${KIT[@]}" train "$RECIPE" --gpus 1 --deepspeed zero2 \
   --base /tmp/kit-bench/internlm2-1p8b-shape --data-dir /tmp/ds-data --work-dir /tmp/ds-work --gpu-memory 8GiB \
   >"$O/deepspeed_train.log" 2>&1
 say "kit train exit $?; $(grep -E 'peak|done|error|Error' "$O/deepspeed_train.log" | tail -5)"
