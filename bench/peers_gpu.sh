@@ -56,6 +56,9 @@ timeout ${DS_TIMEOUT_S:-130} "${KIT[@]}" train "$RECIPE" --gpus 1 --deepspeed ze
 say "kit train exit $?; $(grep -E 'peak|done|error|Error' "$O/deepspeed_train.log" | tail -5)"
 ls /tmp/ds-work /tmp/ds-work/iter_* 2>&1 | tee -a "$O/summary.txt"
 tail -c 20000 /tmp/ds-work/train_output.log >"$O/deepspeed_train_output.log" 2>/dev/null
-timeout ${MERGE_TIMEOUT_S:-90} "${KIT[@]}" merge /tmp/ds-work -o /tmp/ds-merged >"$O/deepspeed_merge.log" 2>&1
-say "kit merge exit $?; $(tail -3 "$O/deepspeed_merge.log")"
+for dtype in ${DS_MERGE_DTYPES:-bf16}; do  # kit merge's default is the base's (bf16)
+  timeout ${MERGE_TIMEOUT_S:-90} "${KIT[@]}" merge /tmp/ds-work --dtype "$dtype" -o /tmp/ds-merged-$dtype \
+    --adapter-out /tmp/ds-adapter-$dtype >"$O/deepspeed_merge_$dtype.log" 2>&1
+  say "kit merge --dtype $dtype exit $?; $(grep -E "logits|allowed|error|sample|peak" "$O/deepspeed_merge_$dtype.log")"
+done
 say "done"
