@@ -21,6 +21,7 @@ from kit.errors import KitError
 from kit.persona import load_persona, persona_for
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DTYPE_OPTION = {name: option for option, name in DTYPES.items()}
 # Merging and checking hold the model in fp32 (see _merge_weights) and take about this many times its
 # fp32 size in (GPU) memory.
 MEMORY_FACTOR = 1.5
@@ -174,8 +175,8 @@ def _verify(m: Merge, out: Path, probes: dict, console: Console) -> None:
     model = AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32, trust_remote_code=True,
                                                  low_cpu_mem_usage=True).to(m.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
-    m.checks["logits"] = verify.check_logits(verify.logits(model, probes["prompts"]),
-                                             probes["reference"], getattr(torch, m.dtype))
+    m.checks["logits"] = verify.check_logits(verify.logits(model, probes["prompts"]), probes["reference"],
+                                             getattr(torch, m.dtype), probes["adapter_effect"])
     m.checks["logits"]["adapter_effect"] = probes["adapter_effect"]
     if probes["adapter_effect"] <= m.checks["logits"]["tolerance"]:
         console.print("  [yellow]the adapter barely changes the base's logits: was it trained long "
@@ -186,6 +187,19 @@ def _verify(m: Merge, out: Path, probes: dict, console: Console) -> None:
                               "answer": verify.generate(model, tokenizer, question)}
     del model
     gc.collect()
+
+
+def _build(m: Merge, adapter_out: Path, merged_out: Path, console: Console) -> None:
+    """Adapter, merged model, checks and cards in scratch folders, swapped in only if all passed."""
+    with atomic.staged_dir(adapter_out) as a_stage, atomic.staged_dir(merged_out) as m_stage:
+        console.print("  · adapter: XTuner pth_to_hf")
+        m.lora = adapter_mod.export_adapter(m.config, m.checkpoint, m.base, a_stage)
+        console.print("  · merge: base + adapter, tokenizer with the persona chat template")
+        probes = _merge_weights(m, a_stage, m_stage)
+        console.print("  · verify: logits vs PEFT, chat template vs XTuner, a generation")
+        _verify(m, m_stage, probes, console)
+        card.write(m, m_stage, adapter_out=adapter_out, merged_out=merged_out)
+        card.write_adapter_card(m, a_stage, adapter_out, merged_out)
 
 
 def merge_run(work_dir: Path, base: Path | None, adapter_out: Path, merged_out: Path, *,
@@ -220,15 +234,15 @@ def merge_run(work_dir: Path, base: Path | None, adapter_out: Path, merged_out: 
                   f"{m.dtype} on {m.device} · persona {m.persona.name}")
     start = time.monotonic()
     try:
-        with atomic.staged_dir(adapter_out) as a_stage, atomic.staged_dir(merged_out) as m_stage:
-            console.print("  · adapter: XTuner pth_to_hf")
-            m.lora = adapter_mod.export_adapter(config, ckpt, base, a_stage)
-            console.print("  · merge: base + adapter, tokenizer with the persona chat template")
-            probes = _merge_weights(m, a_stage, m_stage)
-            console.print("  · verify: logits vs PEFT, chat template vs XTuner, a generation")
-            _verify(m, m_stage, probes, console)
-            card.write(m, m_stage, adapter_out=adapter_out, merged_out=merged_out)
-            card.write_adapter_card(m, a_stage, adapter_out, merged_out)
+        try:
+            _build(m, adapter_out, merged_out, console)
+        except verify.RoundingLoss as e:
+            if dtype is not None:  # the user chose the dtype: say what it costs, keep nothing
+                raise
+            console.print(f"  [yellow]{e.message}: merging in float32 instead, which keeps them "
+                          f"(twice the size; --dtype {DTYPE_OPTION[m.dtype]} insists)[/]")
+            m.dtype, m.checks = "float32", {}
+            _build(m, adapter_out, merged_out, console)
     except OSError as e:
         raise KitError(f"merge stopped on a file error, nothing was kept: {e}",
                        "check free disk space and write permission of "

@@ -33,7 +33,7 @@ def merge_findings(ws: Workspace, persona, fix: str) -> list[Finding]:
         return f"LoRA r={tuned.peft_config['default'].r} onto {base}"
 
     def logits_match() -> str:
-        result = verify.check_logits(state["merged"], state["reference"], state["dtype"])
+        result = verify.check_logits(state["merged"], state["reference"], state["dtype"], state["effect"])
         if state["effect"] <= result["tolerance"]:
             raise Missing(f"the adapter moves the base's logits by only {state['effect']:.1e}: it looks untrained",
                           "train longer (lab 3), then kit merge again")

@@ -7,9 +7,13 @@ import shutil
 import pytest
 import torch
 from peft import PeftModel
+from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kit.persona import persona_for
+
+# lora_B scaled by this: a run whose updates bf16 cannot hold beside the tiny base's weights.
+GENTLE = 0.01
 
 
 @pytest.fixture(scope="session")
@@ -85,18 +89,22 @@ def test_model_card_and_record(merged):
     assert "PeftModel.from_pretrained" in adapter_card and "--adapters" not in card + adapter_card
 
 
+def _bf16_base(tiny_run, folder):
+    """The tiny base saved in bf16, as InternLM2-Chat-1.8B ships."""
+    AutoModelForCausalLM.from_pretrained(tiny_run["base"], trust_remote_code=True,
+                                         torch_dtype=torch.bfloat16).save_pretrained(folder)
+    for f in tiny_run["base"].iterdir():
+        if not (folder / f.name).exists():
+            shutil.copy(f, folder / f.name)
+    return folder
+
+
 def test_a_bf16_base_merges_checked_in_fp32(tiny_run, tmp_path):
-    """InternLM2-Chat-1.8B ships bf16. kit merge compares merged and base + adapter in fp32: in bf16
-    the two forward passes' own rounding decides the check (on an H100 it failed a correct merge of a
-    DeepSpeed run, 2.56 off for 0.506 allowed). What is left is the single rounding of W + BA."""
+    """kit merge compares merged and base + adapter in fp32: in bf16 the two forward passes' own
+    rounding decides the check. What is left is the single rounding of W + BA."""
     from kit.convert.merge import merge_run
 
-    base = tmp_path / "base-bf16"
-    AutoModelForCausalLM.from_pretrained(tiny_run["base"], trust_remote_code=True,
-                                         torch_dtype=torch.bfloat16).save_pretrained(base)
-    for f in tiny_run["base"].iterdir():
-        if not (base / f.name).exists():
-            shutil.copy(f, base / f.name)
+    base = _bf16_base(tiny_run, tmp_path / "base-bf16")
     merge_run(tiny_run["work"], base, tmp_path / "adapter", tmp_path / "merged", allow_base_mismatch=True)
     record = json.loads((tmp_path / "merged" / "kit_merge.json").read_text(encoding="utf-8"))
     logits = record["checks"]["logits"]
@@ -112,3 +120,32 @@ def test_a_bf16_base_merges_checked_in_fp32(tiny_run, tmp_path):
         tmp_path / "adapter")
     ids = tok.encode("俺老猪饿了，师父")
     assert (_logits(merged, ids) - _logits(with_adapter, ids)).abs().max() <= logits["max_abs_diff"] + 1e-3
+
+
+def test_updates_too_fine_for_bf16_are_merged_in_fp32(tiny_run, tmp_path):
+    """A gentle run's W + BA rounds back to W in bf16 (on an H100 a DeepSpeed run lost 2.84 of its
+    9.69 effect on the logits): kit merge keeps the model in fp32 and says why; with --dtype bf16
+    asked for, it refuses and keeps nothing."""
+    from kit.convert.merge import merge_run
+    from kit.convert.verify import RoundingLoss
+
+    base = _bf16_base(tiny_run, tmp_path / "base-bf16")
+    work = shutil.copytree(tiny_run["work"], tmp_path / "work")
+    checkpoint = torch.load(work / "iter_4.pth", weights_only=False)
+    state = checkpoint["state_dict"]
+    for key in [k for k in state if "lora_B" in k]:
+        state[key] = state[key] * GENTLE
+    torch.save(checkpoint, work / "iter_4.pth")
+
+    with pytest.raises(RoundingLoss, match="finer than bfloat16 holds"):
+        merge_run(work, base, tmp_path / "a", tmp_path / "m", dtype="bf16", allow_base_mismatch=True)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "a").exists()
+
+    console = Console(record=True, width=200)
+    merge_run(work, base, tmp_path / "adapter", tmp_path / "merged", allow_base_mismatch=True, console=console)
+    assert "merging in float32 instead" in console.export_text()
+    record = json.loads((tmp_path / "merged" / "kit_merge.json").read_text(encoding="utf-8"))
+    assert record["dtype"] == "float32"
+    assert json.loads((tmp_path / "merged" / "config.json").read_text())["torch_dtype"] == "float32"
+    logits = record["checks"]["logits"]
+    assert logits["max_abs_diff"] <= logits["tolerance"] < logits["adapter_effect"], logits
