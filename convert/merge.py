@@ -25,7 +25,6 @@ DTYPE_OPTION = {name: option for option, name in DTYPES.items()}
 # Merging and checking hold the model in fp32 (see _merge_weights) and take about this many times its
 # fp32 size in (GPU) memory.
 MEMORY_FACTOR = 1.5
-BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 @dataclass
@@ -85,7 +84,7 @@ def _device(requested: str, base: Path, console: Console) -> str:
         return "cpu"
     stored = sum(p.stat().st_size for p in base.glob("*.safetensors")) or \
         sum(p.stat().st_size for p in base.glob("*.bin"))
-    need = MEMORY_FACTOR * stored * 4 / BYTES[_dtype(base, None)]
+    need = MEMORY_FACTOR * stored * 4 / getattr(torch, _dtype(base, None)).itemsize
     free = torch.cuda.mem_get_info()[0]
     if free < need:
         console.print(f"  GPU has {free / 2**30:.1f} GiB free, the merge needs ~{need / 2**30:.1f}: "

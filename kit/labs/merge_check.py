@@ -22,7 +22,7 @@ def merge_findings(ws: Workspace, persona, fix: str) -> list[Finding]:
         model = AutoModelForCausalLM.from_pretrained(merged, trust_remote_code=True, torch_dtype="auto")
         state["dtype"] = model.dtype  # the tolerance's; both sides are compared in fp32, as kit merge does
         state["merged"] = verify.logits(model.float().to(device).eval(), state["prompts"])
-        return f"{merged} ({str(model.dtype).removeprefix('torch.')}, {model.num_parameters():,} parameters)"
+        return f"{merged} ({str(state['dtype']).removeprefix('torch.')}, {model.num_parameters():,} parameters)"
 
     def adapter_loads() -> str:
         need(adapter / "adapter_config.json", fix)
