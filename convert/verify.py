@@ -62,7 +62,7 @@ def check_logits(merged: list[torch.Tensor], reference: list[torch.Tensor], dtyp
         return {"max_abs_diff": diff, "tolerance": bound}
     if dtype != torch.float32 and diff == diff:  # NaN (an fp16 overflow) is a broken merge
         raise RoundingLoss(f"rounding base + adapter to {name} moves the logits by {diff:.3g}, more "
-                           f"than {bound:.3g} ({TOLERANCE[dtype]:.0%} of the largest logit, "
+                           f"than {bound:.3g} (the smaller of {TOLERANCE[dtype]:.0%} of the largest logit and "
                            f"{1 - ADAPTER_KEPT:.0%} of the adapter's own {effect:.3g}): the adapter's "
                            f"updates are finer than {name} holds beside the base's weights",
                            "merge with --dtype fp32 (twice the size), or serve base + adapter unmerged "
